@@ -1,0 +1,58 @@
+"""``mmreg``: the command line of the engine. Subcommands: register, demo, generate, methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from MMRegistrationLib import __version__
+from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from MMRegistrationLib.cli import demo, generate, register
+
+    parser = argparse.ArgumentParser(
+        prog="mmreg",
+        description="Multimodal (MR -> TRUS) image registration. World coordinates are LPS mm; every "
+        "transform written is fixed->moving (ITK convention).",
+    )
+    parser.add_argument("--version", action="version", version=f"mmreg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register.add_parser(sub)
+    demo.add_parser(sub)
+    generate.add_parser(sub)
+    methods = sub.add_parser("methods", help="list registration methods and their options")
+    methods.set_defaults(func=_list_methods)
+    return parser
+
+
+def _list_methods(args: argparse.Namespace) -> int:
+    from MMRegistrationLib.registration.methods import METHODS
+
+    for spec in METHODS.values():
+        print(f"{spec.name:12s} {spec.description} (default --init {spec.default_init})")
+        for opt in spec.options:
+            print(f"    --{opt.name.replace('_', '-'):22s} {opt.type.__name__:6s} default {opt.default}: {opt.help}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"mmreg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print(f"mmreg {args.command}: cancelled; no output was written", file=sys.stderr)
+        return 130
+    except MMRegError as err:
+        print(f"mmreg {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Initialisers shared by every method: centre-of-mass and rigid alignment of segmentation masks.
+
+Both return an :class:`AffineTransform` fixed -> moving.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.core.progress import Monitor
+from MMRegistrationLib.spatial.affine import AffineTransform, rotation_matrix
+from MMRegistrationLib.spatial.resample import resample
+from MMRegistrationLib.spatial.sampling import sample_at_world
+
+
+def _mask_for(seg: Image, label: Optional[int]) -> np.ndarray:
+    if label is not None and label in seg.labels():
+        return seg.array == label
+    return seg.array != 0
+
+
+def center_of_mass_mm(seg: Image, label: Optional[int] = 1) -> np.ndarray:
+    """World (LPS mm) centre of mass of ``label`` (all foreground if ``label`` is absent or None)."""
+    mask = _mask_for(seg, label)
+    if not mask.any():
+        raise InputError("segmentation", "is empty: no voxel to compute a centre of mass from")
+    k, j, i = np.nonzero(mask)
+    return seg.grid.index_to_world(np.stack([i, j, k], axis=-1).mean(axis=0))
+
+
+def center_of_mass_init(fixed_seg: Image, moving_seg: Image, label: Optional[int] = 1) -> AffineTransform:
+    """Translation fixed -> moving that maps the fixed mask's centre of mass onto the moving one's."""
+    return AffineTransform.from_translation(center_of_mass_mm(moving_seg, label) - center_of_mass_mm(fixed_seg, label))
+
+
+def signed_distance_mm(mask: np.ndarray, grid: Grid, clip_mm: float | None = None) -> np.ndarray:
+    """Signed Euclidean distance (mm, negative inside) to the boundary of ``mask`` on ``grid``.
+
+    Uses the grid's spacing; exact in world units for orthonormal directions (oblique included).
+    """
+    spacing_kji = grid.spacing[::-1]
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing_kji)
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing_kji)
+    sdm = np.where(mask, -inside, outside)
+    return np.clip(sdm, -clip_mm, clip_mm) if clip_mm else sdm
+
+
+def masks_overlap(fixed_seg: Image, moving_seg: Image, transform: AffineTransform, labels: Sequence[int]) -> bool:
+    """True if the fixed foreground and the moving foreground mapped through ``transform`` share a voxel."""
+    warped = resample(moving_seg, fixed_seg.grid, transform, interpolation="label-nearest")
+    fixed_fg = np.isin(fixed_seg.array, labels)
+    return bool(np.any(fixed_fg & np.isin(warped.array, labels)))
+
+
+def _sdm_stack(seg: Image, labels: Sequence[int], spacing_mm: float, clip_mm: float) -> tuple:
+    coarse = seg.grid.resized(np.maximum(seg.grid.spacing, spacing_mm))
+    labelmap = resample(seg, coarse, None, interpolation="label-linear")
+    maps = [signed_distance_mm(labelmap.array == lab, coarse, clip_mm) for lab in labels]
+    return np.stack(maps).astype(np.float32), coarse
+
+
+def rigid_mask_init(
+    fixed_seg: Image,
+    moving_seg: Image,
+    initial: Optional[AffineTransform] = None,
+    labels: Optional[Sequence[int]] = None,
+    label_weights: Optional[dict] = None,
+    levels_mm: Sequence[float] = (4.0, 2.0),
+    band_mm: float = 12.0,
+    start_angles_deg: float = 15.0,
+    iterations: int = 60,
+    device=None,
+    progress=None,
+    cancel=None,
+) -> AffineTransform:
+    """Rigid alignment of segmentation masks by matching their signed distance maps.
+
+    Minimises ``sum_l w_l * mean_{x in band} (sdm_fixed_l(x) - sdm_moving_l(T(x)))^2`` over rotation
+    (axis-angle about the fixed centre of mass) and translation, with L-BFGS, coarse to fine
+    (``levels_mm``). At the coarsest level seven starting rotations (identity and +-``start_angles_deg``
+    about each axis) are tried and the best kept. Starts from ``initial`` (default: centre-of-mass).
+
+    Args:
+        fixed_seg, moving_seg: label maps whose common labels correspond.
+        labels: labels to use (default: all labels present in both).
+        band_mm: only fixed points within this distance of a fixed surface contribute.
+
+    Returns:
+        :class:`AffineTransform` fixed -> moving (rigid part composed with ``initial``).
+    """
+    monitor = Monitor.wrap(progress, cancel)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    common = sorted(set(fixed_seg.labels()) & set(moving_seg.labels()))
+    labels = list(labels) if labels is not None else common
+    if not labels:
+        raise InputError("segmentations", "fixed and moving segmentations share no label")
+    initial = initial if initial is not None else center_of_mass_init(fixed_seg, moving_seg)
+    if not masks_overlap(fixed_seg, moving_seg, initial, labels):
+        raise InputError(
+            "--init", "the fixed and moving masks do not overlap after initialisation; use --init com (centre of mass)"
+        )
+    weights = torch.tensor([float((label_weights or {}).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
+    center = torch.as_tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64)
+    init_m = torch.as_tensor(initial.matrix, dtype=torch.float64, device=device)
+    rot_scale = 50.0  # mm per radian: puts rotation and translation parameters on comparable scales
+
+    def transform_points(params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        rot = rotation_matrix(params[:3] / rot_scale)
+        rigid = (pts - center) @ rot.T + center + params[3:]
+        return rigid @ init_m[:3, :3].T + init_m[:3, 3]
+
+    params = torch.zeros(6, dtype=torch.float64)
+    for level, spacing in enumerate(levels_mm):
+        monitor.check("rigid-mask")
+        fixed_sdm, fixed_grid = _sdm_stack(fixed_seg, labels, spacing, clip_mm=2 * band_mm)
+        moving_sdm, moving_grid = _sdm_stack(moving_seg, labels, spacing, clip_mm=2 * band_mm)
+        pts_all = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float64).reshape(-1, 3)
+        fixed_vals = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float64)
+        near = (fixed_vals.abs() < band_mm).any(dim=1)
+        pts, fixed_vals = pts_all[near].to(device), fixed_vals[near].to(device)
+        moving_vol = torch.as_tensor(moving_sdm, dtype=torch.float64, device=device)
+        clip = 2 * band_mm
+
+        def loss_fn(p: torch.Tensor) -> torch.Tensor:
+            warped = sample_at_world(moving_vol, moving_grid, transform_points(p, pts), outside_value=clip)
+            return (((warped - fixed_vals) ** 2).mean(dim=0) * weights.to(device)).sum()
+
+        starts = [params.clone()]
+        if level == 0 and start_angles_deg > 0:
+            for axis in range(3):
+                for sign in (-1.0, 1.0):
+                    s = params.clone()
+                    s[axis] += sign * np.deg2rad(start_angles_deg) * rot_scale
+                    starts.append(s)
+        best, best_loss = params, float("inf")
+        for n, start in enumerate(starts):
+            p = start.clone().to(device).requires_grad_(True)
+            opt = torch.optim.LBFGS([p], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                loss = loss_fn(p)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                value = float(loss_fn(p))
+            if np.isfinite(value) and value < best_loss:
+                best, best_loss = p.detach().cpu().clone(), value
+            monitor.report((level + (n + 1) / len(starts)) / len(levels_mm), f"rigid-mask level {level + 1}")
+        params = best
+
+    rot = rotation_matrix(params[:3] / rot_scale).numpy()
+    c = center.numpy()
+    rigid = np.eye(4)
+    rigid[:3, :3] = rot
+    rigid[:3, 3] = c - rot @ c + params[3:].numpy()
+    return AffineTransform(initial.matrix @ rigid, initial.source, initial.target)

@@ -1,0 +1,94 @@
+"""The registry of registration methods reachable from Python, the CLI and the Slicer modules.
+
+A method is ``fn(inputs, initial, options, device, monitor) -> RegistrationResult`` where ``initial`` is
+the fixed -> moving transform chosen by ``--init``. Later methods (SINR, DISA, RSO) register here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
+from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
+from MMRegistrationLib.spatial.affine import AffineTransform
+
+
+@dataclass(frozen=True)
+class MethodOption:
+    """A method parameter, exposed as ``--name-with-dashes`` on the CLI and as a keyword in Python."""
+
+    name: str
+    type: type
+    default: object
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    run: Callable
+    needs_segmentations: bool
+    default_init: str
+    description: str
+    options: tuple = ()
+
+    def resolve_options(self, given: dict | None) -> dict:
+        """Defaults overridden by ``given``; unknown keys are an error naming the method."""
+        given = dict(given or {})
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise InputError("options", f"method '{self.name}' has no option(s) {unknown}; known: {sorted(known)}")
+        return {name: known[name].type(given.get(name, known[name].default)) for name in known}
+
+
+METHODS: dict = {}
+
+
+def register_method(spec: MethodSpec) -> None:
+    METHODS[spec.name] = spec
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise InputError("--method", f"unknown method '{name}'; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def _linear_result(transform: AffineTransform) -> RegistrationResult:
+    return RegistrationResult(transform=transform, inverse=transform.inverse())
+
+
+def _none(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
+    return _linear_result(initial)
+
+
+def _com(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
+    return _linear_result(center_of_mass_init(inputs.fixed_seg, inputs.moving_seg))
+
+
+def _rigid_mask(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
+    transform = rigid_mask_init(
+        inputs.fixed_seg, inputs.moving_seg, initial=initial, device=device, progress=monitor, **options
+    )
+    return _linear_result(transform)
+
+
+register_method(MethodSpec("none", _none, False, "none", "no registration beyond the initialiser (--init)"))
+register_method(MethodSpec("com", _com, True, "none", "translation aligning the prostate masks' centres of mass"))
+register_method(
+    MethodSpec(
+        "rigid-mask",
+        _rigid_mask,
+        True,
+        "com",
+        "rigid alignment of the masks' signed distance maps",
+        (
+            MethodOption("band_mm", float, 12.0, "only fixed points within this distance (mm) of a surface count"),
+            MethodOption("start_angles_deg", float, 15.0, "extra starting rotations (+-deg about each axis); 0 = one start"),
+            MethodOption("iterations", int, 60, "L-BFGS iterations per start and level"),
+        ),
+    )
+)

@@ -1,0 +1,237 @@
+"""From files to a registration and its outputs: what ``mmreg register`` and the demo run.
+
+Outputs (all in one folder, written whole or not at all):
+``transform.h5`` (fixed -> moving), ``inverse_transform.h5`` (moving -> fixed, when available),
+``warped_moving.nrrd`` (moving resampled on the fixed grid, linear), ``warped_moving_seg.nrrd``
+(moving labels on the fixed grid, nearest neighbour), ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from MMRegistrationLib import __version__
+from MMRegistrationLib.core.device import resolve_device, seed_everything
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.progress import Monitor
+from MMRegistrationLib.io.images import read_image, write_image
+from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks
+from MMRegistrationLib.io.outputs import atomic_output_dir
+from MMRegistrationLib.io.segmentations import match_segmentations, read_segmentation
+from MMRegistrationLib.io.transforms import write_transform
+from MMRegistrationLib.metrics.landmarks import target_registration_error_mm
+from MMRegistrationLib.metrics.overlap import dice_per_label
+from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
+from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
+from MMRegistrationLib.registration.methods import get_method
+from MMRegistrationLib.spatial.affine import AffineTransform
+from MMRegistrationLib.spatial.base import SpatialTransform
+from MMRegistrationLib.spatial.resample import resample, resample_labels
+
+INITS = ("none", "com", "rigid-mask")
+
+
+def load_inputs(
+    fixed: str | os.PathLike,
+    moving: str | os.PathLike,
+    fixed_seg: Optional[str | os.PathLike] = None,
+    moving_seg: Optional[str | os.PathLike] = None,
+    fixed_landmarks: Optional[str | os.PathLike] = None,
+    moving_landmarks: Optional[str | os.PathLike] = None,
+) -> RegistrationInputs:
+    """Read and validate one case; errors name the CLI argument at fault."""
+    if (fixed_seg is None) != (moving_seg is None):
+        missing = "--moving-seg" if moving_seg is None else "--fixed-seg"
+        raise InputError(missing, "segmentations must be given for both images (--fixed-seg and --moving-seg)")
+    if (fixed_landmarks is None) != (moving_landmarks is None):
+        missing = "--moving-landmarks" if moving_landmarks is None else "--fixed-landmarks"
+        raise InputError(missing, "landmarks must be given for both images")
+    fixed_img = read_image(fixed, "--fixed")
+    moving_img = read_image(moving, "--moving")
+    fseg = mseg = None
+    names: dict = {}
+    if fixed_seg is not None:
+        fseg, mseg, names = match_segmentations(
+            read_segmentation(fixed_seg, "--fixed-seg"), read_segmentation(moving_seg, "--moving-seg")
+        )
+    flm = mlm = None
+    if fixed_landmarks is not None:
+        flm = read_landmarks(fixed_landmarks, "--fixed-landmarks")
+        mlm = read_landmarks(moving_landmarks, "--moving-landmarks")
+        check_landmark_pair(flm, mlm)
+    return RegistrationInputs(fixed_img, moving_img, fseg, mseg, names, flm, mlm)
+
+
+def initial_transform(init: str, inputs: RegistrationInputs, device=None, monitor=None) -> AffineTransform:
+    """The ``--init`` transform (fixed -> moving)."""
+    if init not in INITS:
+        raise InputError("--init", f"unknown initialiser '{init}'; choose one of {', '.join(INITS)}")
+    if init == "none":
+        return AffineTransform.identity()
+    if not inputs.has_segmentations:
+        raise InputError("--init", f"'{init}' needs --fixed-seg and --moving-seg")
+    if init == "com":
+        return center_of_mass_init(inputs.fixed_seg, inputs.moving_seg)
+    return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, device=device, progress=monitor)
+
+
+def run_registration(
+    method: str,
+    inputs: RegistrationInputs,
+    init: Optional[str] = None,
+    options: Optional[dict] = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress=None,
+    cancel=None,
+) -> tuple:
+    """Run ``method`` on ``inputs``.
+
+    Returns:
+        ``(result, record)``: the :class:`RegistrationResult` (fixed -> moving) and a dict describing the run
+        (method, init, options, seed, device, per-stage wall seconds).
+    """
+    spec = get_method(method)
+    if spec.needs_segmentations and not inputs.has_segmentations:
+        raise InputError("--fixed-seg", f"method '{method}' needs --fixed-seg and --moving-seg")
+    init = init or (spec.default_init if inputs.has_segmentations else "none")
+    resolved = spec.resolve_options(options)
+    torch_device = resolve_device(device)
+    seed_everything(seed)
+    monitor = Monitor.wrap(progress, cancel)
+    times = {}
+    t0 = time.perf_counter()
+    initial = initial_transform(init, inputs, torch_device, monitor.stage(0.0, 0.3))
+    times["init"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    result: RegistrationResult = spec.run(inputs, initial, resolved, torch_device, monitor.stage(0.3, 1.0))
+    times["register"] = time.perf_counter() - t1
+    times.update({f"method_{k}": v for k, v in result.stage_seconds.items()})
+    record = {
+        "method": method,
+        "init": init,
+        "parameters": resolved,
+        "seed": seed,
+        "device": str(torch_device),
+        "wall_seconds": times,
+        "method_info": result.info,
+    }
+    return result, record
+
+
+def compute_metrics(inputs: RegistrationInputs, transform: Optional[SpatialTransform]) -> dict:
+    """Dice per label (moving labels warped onto the fixed grid, nearest) and landmark TRE (mm)."""
+    metrics: dict = {}
+    if inputs.has_segmentations:
+        warped = resample_labels(inputs.moving_seg, inputs.fixed_seg.grid, transform)
+        dice = dice_per_label(inputs.fixed_seg.array, warped.array, inputs.fixed_seg.labels())
+        metrics["dice"] = {inputs.label_names.get(k, str(k)): v for k, v in dice.items()}
+    if inputs.fixed_landmarks is not None:
+        metrics.update(target_registration_error_mm(transform, inputs.fixed_landmarks, inputs.moving_landmarks))
+    return metrics
+
+
+def write_outputs(
+    out_dir: str | os.PathLike,
+    inputs: RegistrationInputs,
+    result: RegistrationResult,
+    record: dict,
+    t_start: Optional[float] = None,
+    extra_outputs=None,
+) -> dict:
+    """Write every output into ``out_dir`` atomically; returns the completed record (also ``result.json``).
+
+    ``t_start`` (a ``time.perf_counter()`` value) sets ``wall_seconds.total`` just before ``result.json``.
+    ``extra_outputs(folder, warped_moving, warped_moving_seg) -> dict`` may add files (e.g. a figure) inside the
+    same atomic folder; its dict is merged into ``files``.
+    """
+    times = record["wall_seconds"]
+    t0 = time.perf_counter()
+    metrics = {"before": compute_metrics(inputs, None), "after": compute_metrics(inputs, result.transform)}
+    times["metrics"] = time.perf_counter() - t0
+    with atomic_output_dir(out_dir) as tmp:
+        t1 = time.perf_counter()
+        write_transform(result.transform, tmp / "transform.h5")
+        files = {"transform": "transform.h5"}
+        if result.inverse is not None:
+            write_transform(result.inverse, tmp / "inverse_transform.h5")
+            files["inverse_transform"] = "inverse_transform.h5"
+        warped = resample(inputs.moving, inputs.fixed.grid, result.transform, interpolation="linear")
+        write_image(warped.with_array(warped.array.astype(np.float32)), tmp / "warped_moving.nrrd")
+        files["warped_moving"] = "warped_moving.nrrd"
+        wseg = None
+        if inputs.moving_seg is not None:
+            wseg = resample_labels(inputs.moving_seg, inputs.fixed.grid, result.transform)
+            write_image(wseg, tmp / "warped_moving_seg.nrrd")
+            files["warped_moving_seg"] = "warped_moving_seg.nrrd"
+        if extra_outputs is not None:
+            files.update(extra_outputs(tmp, warped, wseg))
+        times["write"] = time.perf_counter() - t1
+        record = dict(record)
+        record.update(
+            {
+                "transform_direction": "fixed->moving (ITK convention: resamples the moving image onto the fixed grid)",
+                "files": files,
+                "metrics": metrics,
+                "label_names": {str(k): v for k, v in inputs.label_names.items()},
+                "version": __version__,
+                "platform": platform.platform(),
+            }
+        )
+        if t_start is not None:
+            record["wall_seconds"]["total"] = time.perf_counter() - t_start
+        (tmp / "result.json").write_text(json.dumps(_jsonable(record), indent=2))
+    return record
+
+
+def register_files(
+    method: str,
+    fixed: str | os.PathLike,
+    moving: str | os.PathLike,
+    out: str | os.PathLike,
+    fixed_seg=None,
+    moving_seg=None,
+    fixed_landmarks=None,
+    moving_landmarks=None,
+    init: Optional[str] = None,
+    options: Optional[dict] = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress=None,
+    cancel=None,
+) -> dict:
+    """Load, register, write. Returns the record written to ``out/result.json``."""
+    t_start = time.perf_counter()
+    inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks)
+    t_loaded = time.perf_counter()
+    result, record = run_registration(method, inputs, init, options, seed, device, progress, cancel)
+    record["inputs"] = {
+        k: str(v)
+        for k, v in dict(
+            fixed=fixed, moving=moving, fixed_seg=fixed_seg, moving_seg=moving_seg,
+            fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks,
+        ).items()
+        if v is not None
+    }
+    record["wall_seconds"] = {"load": t_loaded - t_start, **record["wall_seconds"]}
+    Monitor.wrap(progress, cancel).check("writing outputs")
+    return write_outputs(out, inputs, result, record, t_start=t_start)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

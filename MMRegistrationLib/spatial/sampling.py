@@ -1,0 +1,35 @@
+"""Sampling arrays at world points with ``grid_sample`` and ITK's inside/outside rule (see conventions)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from MMRegistrationLib.core.conventions import ALIGN_CORNERS
+from MMRegistrationLib.core.grid import Grid
+
+
+def sample_at_world(
+    volume: torch.Tensor, grid: Grid, points: torch.Tensor, mode: str = "bilinear", outside_value: float = 0.0
+) -> torch.Tensor:
+    """Sample a channel-first volume at world points.
+
+    Args:
+        volume: ``(C, K, J, I)`` tensor on ``grid``.
+        grid: geometry of ``volume``.
+        points: ``(..., 3)`` LPS mm.
+        mode: ``"bilinear"`` (trilinear) or ``"nearest"``.
+        outside_value: value where a point lies outside ``[-0.5, n - 0.5]`` on some axis.
+
+    Returns:
+        ``(..., C)`` samples, dtype of ``volume``.
+    """
+    lead = points.shape[:-1]
+    index = grid.world_to_index_torch(points.reshape(-1, 3).to(torch.float64))
+    inside = grid.inside_mask(index)
+    norm = grid.index_to_normalized(index).to(volume.dtype)
+    out = F.grid_sample(
+        volume[None], norm.view(1, 1, 1, -1, 3), mode=mode, padding_mode="border", align_corners=ALIGN_CORNERS
+    )[0, :, 0, 0, :]  # (C, P)
+    out = torch.where(inside[None, :], out, torch.as_tensor(outside_value, dtype=out.dtype, device=out.device))
+    return out.T.reshape(*lead, volume.shape[0])

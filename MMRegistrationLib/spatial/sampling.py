@@ -10,7 +10,7 @@ from MMRegistrationLib.core.grid import Grid
 
 
 def sample_at_world(
-    volume: torch.Tensor, grid: Grid, points: torch.Tensor, mode: str = "bilinear", outside_value: float = 0.0
+    volume: torch.Tensor, grid: Grid, points: torch.Tensor, mode: str = "bilinear", outside_value: float | None = 0.0
 ) -> torch.Tensor:
     """Sample a channel-first volume at world points.
 
@@ -19,7 +19,8 @@ def sample_at_world(
         grid: geometry of ``volume``.
         points: ``(..., 3)`` LPS mm.
         mode: ``"bilinear"`` (trilinear) or ``"nearest"``.
-        outside_value: value where a point lies outside ``[-0.5, n - 0.5]`` on some axis.
+        outside_value: value where a point lies outside ``[-0.5, n - 0.5]`` on some axis; ``None`` extends the
+            border values instead (continuous extrapolation, used inside scaling and squaring).
 
     Returns:
         ``(..., C)`` samples, dtype of ``volume``.
@@ -31,5 +32,6 @@ def sample_at_world(
     out = F.grid_sample(
         volume[None], norm.view(1, 1, 1, -1, 3), mode=mode, padding_mode="border", align_corners=ALIGN_CORNERS
     )[0, :, 0, 0, :]  # (C, P)
-    out = torch.where(inside[None, :], out, torch.as_tensor(outside_value, dtype=out.dtype, device=out.device))
+    if outside_value is not None:
+        out = torch.where(inside[None, :], out, torch.as_tensor(outside_value, dtype=out.dtype, device=out.device))
     return out.T.reshape(*lead, volume.shape[0])

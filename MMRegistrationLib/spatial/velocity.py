@@ -20,13 +20,14 @@ def exponentiate(velocity: torch.Tensor, grid: Grid, steps: int = 7) -> torch.Te
 
     Returns:
         ``(K, J, I, 3)`` displacement, same dtype/device. ``phi_{n+1}(x) = phi_n(phi_n(x))``, i.e.
-        ``u <- u + u(x + u)``, with ``u`` taken as 0 outside the grid as everywhere in the engine.
+        ``u <- u + u(x + u)``. Where ``x + u`` leaves the grid the border value is extended (not 0), so the
+        flow stays smooth up to the border; the resulting field, like any field, is 0 outside its grid.
     """
     points = grid.world_points_torch(device=velocity.device, dtype=velocity.dtype)
     disp = velocity / (2**steps)
     for _ in range(steps):
         field = disp.permute(3, 0, 1, 2)
-        disp = disp + sample_at_world(field, grid, points + disp, mode="bilinear", outside_value=0.0)
+        disp = disp + sample_at_world(field, grid, points + disp, mode="bilinear", outside_value=None)
     return disp
 
 

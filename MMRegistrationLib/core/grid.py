@@ -123,24 +123,28 @@ class Grid:
     def world_points_torch(self, device=None, dtype=torch.float32, k_range: tuple | None = None) -> torch.Tensor:
         """Voxel-centre world coordinates as a tensor ``(K', J, I, 3)`` (optionally slices ``k_range``)."""
         k0, k1 = k_range if k_range is not None else (0, self.shape[0])
-        aff = torch.tensor(np.array(self.affine), dtype=torch.float64, device=device)
-        k = torch.arange(k0, k1, dtype=torch.float64, device=device)
-        j = torch.arange(self.shape[1], dtype=torch.float64, device=device)
-        i = torch.arange(self.shape[2], dtype=torch.float64, device=device)
-        kk, jj, ii = torch.meshgrid(k, j, i, indexing="ij")
-        idx = torch.stack([ii, jj, kk], dim=-1)
-        return (idx @ aff[:3, :3].T + aff[:3, 3]).to(dtype)
+        aff = torch.tensor(np.array(self.affine), dtype=dtype, device=device)
+        k = torch.arange(k0, k1, dtype=dtype, device=device)
+        j = torch.arange(self.shape[1], dtype=dtype, device=device)
+        i = torch.arange(self.shape[2], dtype=dtype, device=device)
+        # x = i * a0 + j * a1 + k * a2 + origin, built by broadcasting (no (N, 3) x (3, 3) matmul needed)
+        return (
+            k[:, None, None, None] * aff[:3, 2]
+            + j[None, :, None, None] * aff[:3, 1]
+            + i[None, None, :, None] * aff[:3, 0]
+            + aff[:3, 3]
+        )
 
     def world_to_index_torch(self, points: torch.Tensor) -> torch.Tensor:
         """Torch version of :meth:`world_to_index` (keeps dtype and device of ``points``)."""
-        inv = torch.as_tensor(np.linalg.inv(self.affine), dtype=points.dtype, device=points.device)
+        inv = torch.tensor(np.linalg.inv(self.affine), dtype=points.dtype, device=points.device)
         return points @ inv[:3, :3].T + inv[:3, 3]
 
     def index_to_normalized(self, index_ijk: torch.Tensor) -> torch.Tensor:
         """Continuous (i, j, k) -> ``grid_sample`` coordinates for ``align_corners=True`` (see conventions)."""
-        size = torch.as_tensor(self.size_ijk, dtype=index_ijk.dtype, device=index_ijk.device)
-        denom = torch.clamp(size - 1, min=1)
-        return torch.where(size > 1, 2.0 * index_ijk / denom - 1.0, torch.zeros_like(index_ijk))
+        size = torch.tensor(self.size_ijk, dtype=index_ijk.dtype, device=index_ijk.device)
+        scale = torch.where(size > 1, 2.0 / torch.clamp(size - 1, min=1), torch.zeros_like(size))
+        return index_ijk * scale - (size > 1).to(index_ijk.dtype)
 
     def inside_mask(self, index_ijk: torch.Tensor) -> torch.Tensor:
         """True where a continuous index lies within ``[-0.5, n - 0.5]`` on every axis (ITK's 'inside')."""

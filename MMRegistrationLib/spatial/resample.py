@@ -17,7 +17,7 @@ INTERPOLATIONS = ("linear", "nearest", "label-nearest", "label-linear")
 
 
 def _mapped_points(reference: Grid, transform: Optional[SpatialTransform], k_range, device) -> torch.Tensor:
-    pts = reference.world_points_torch(device=device, dtype=torch.float64, k_range=k_range)
+    pts = reference.world_points_torch(device=device, dtype=torch.float32, k_range=k_range)
     return pts if transform is None else transform.map_points(pts)
 
 

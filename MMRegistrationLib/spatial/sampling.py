@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,12 +27,14 @@ def sample_at_world(
         ``(..., C)`` samples, dtype of ``volume``.
     """
     lead = points.shape[:-1]
-    index = grid.world_to_index_torch(points.reshape(-1, 3).to(torch.float64))
-    inside = grid.inside_mask(index)
+    flat = points.reshape(-1, 3)
+    inv = torch.tensor(np.linalg.inv(grid.affine), dtype=flat.dtype, device=flat.device)
+    index = flat @ inv[:3, :3].T + inv[:3, 3]
     norm = grid.index_to_normalized(index).to(volume.dtype)
     out = F.grid_sample(
         volume[None], norm.view(1, 1, 1, -1, 3), mode=mode, padding_mode="border", align_corners=ALIGN_CORNERS
     )[0, :, 0, 0, :]  # (C, P)
     if outside_value is not None:
+        inside = grid.inside_mask(index)  # ITK's rule: within half a voxel of the border voxels
         out = torch.where(inside[None, :], out, torch.as_tensor(outside_value, dtype=out.dtype, device=out.device))
     return out.T.reshape(*lead, volume.shape[0])

@@ -41,6 +41,8 @@ def ground_truth_error_mm(ground_truth, transform, fixed_seg) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
     import time
 
     from MMRegistrationLib.cli.progress import ProgressPrinter
@@ -56,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         paths["fixed"], paths["moving"], paths["fixed_seg"], paths["moving_seg"],
         paths["fixed_landmarks"], paths["moving_landmarks"],
     )
+    case_json = paths["fixed"].parent / "case.json"
+    if case_json.is_file() and not inputs.label_names:
+        names = json.loads(case_json.read_text()).get("labels", {})
+        inputs = dataclasses.replace(inputs, label_names={int(k): v for k, v in names.items()})
     result, record = run_registration(method, inputs, seed=args.seed, device=args.device, progress=ProgressPrinter(args.quiet))
     if paths["ground_truth"].is_file():
         truth = read_transform(paths["ground_truth"], "ground truth")

@@ -7,10 +7,11 @@ import argparse
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate a synthetic MR (moving) / TRUS (fixed) case with known truth")
-    p.add_argument("--out", required=True, help="output folder (replaced as a whole on success)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or a previous case: replaced whole on success)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oblique", action=argparse.BooleanOptionalAction, default=True, help="oblique direction matrices")
     p.add_argument("--deformation-mm", type=float, default=None, help="amplitude of the smooth random deformation")
+    p.add_argument("--scale", type=float, default=None, help="voxel-count factor per axis (field of view unchanged)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -22,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"seed": args.seed, "oblique": args.oblique}
     if args.deformation_mm is not None:
         kwargs["deformation_mm"] = args.deformation_mm
+    if args.scale is not None:
+        kwargs["scale"] = args.scale
     case = generate_case(SyntheticCaseConfig(**kwargs), progress=ProgressPrinter(args.quiet))
     paths = write_case(case, args.out)
     for name, path in paths.items():

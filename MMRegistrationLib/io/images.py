@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,31 @@ def _read_sitk(path: str | os.PathLike, argument: str) -> sitk.Image:
     except InputError:
         raise
     except RuntimeError as err:
-        detail = str(err).strip().splitlines()
-        reason = next((line for line in reversed(detail) if line.strip()), "unknown reason")
-        if "direction" in str(err).lower() or "singular" in str(err).lower():
-            raise InputError(argument, f"{path} has a non-invertible direction matrix ({reason.strip()})") from None
-        raise InputError(argument, f"cannot read {path} as an image ({reason.strip()})") from None
+        reason = itk_error_reason(str(err))
+        low = str(err).lower()
+        if "bad direction" in low or "singular" in low or "determinant" in low:
+            raise InputError(argument, f"{path} has a non-invertible direction matrix ({reason})") from None
+        if "zero-valued spacing" in low or ("spacing" in low and "refusing" in low):
+            raise InputError(argument, f"{path} has a zero voxel spacing, so its geometry is not invertible ({reason})") from None
+        if "unable to determine imageio reader" in low:
+            raise InputError(argument, f"cannot read {path}: not an image file in a supported format, or corrupt") from None
+        raise InputError(argument, f"cannot read {path} as an image ({reason})") from None
+
+
+def itk_error_reason(message: str) -> str:
+    """The informative part of an ITK/SimpleITK exception text (not a source location or a matrix row)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    nrrd = [line for line in lines if line.startswith("[nrrd]")]
+    if nrrd:  # teem reports the actual problem last
+        return nrrd[-1][len("[nrrd]"):].strip()
+    for line in lines:
+        found = re.search(r"(?:ITK|itk|sitk)(?:::|\s)\s*ERROR:\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?(.*)", line)
+        if found and found.group(1).strip():
+            text = found.group(1).strip()
+            head = text.split(" Refusing")[0].strip()
+            return head.rstrip(".") if head else text
+    informative = [line for line in lines if not line.startswith("Exception thrown in")]
+    return informative[-1] if informative else (lines[-1] if lines else "unknown reason")
 
 
 def read_sitk_image(path: str | os.PathLike, argument: str = "image") -> sitk.Image:
@@ -56,20 +77,90 @@ def read_image(path: str | os.PathLike, argument: str = "image", require_finite:
         image = image[:, :, :, 0]
     elif dim != 3:
         raise InputError(argument, f"{path} is {dim}-D (size {image.GetSize()}); a 3-D image is needed")
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        raise InputError(
+            argument, f"{path} has {components} components per voxel (RGB/vector image); a scalar 3-D image is needed"
+        )
     direction = np.array(image.GetDirection()).reshape(3, 3)
     if abs(np.linalg.det(direction)) < 1e-6:
         raise InputError(argument, f"{path} has a non-invertible direction matrix {direction.round(4).tolist()}")
     result = Image.from_sitk(image, argument)
     if require_finite:
         result.check_finite(argument)
+        bad = _nifti_nonfinite_count(Path(path))
+        if bad:
+            raise InputError(
+                argument,
+                f"{path} contains {bad} NaN/Inf voxel(s) (the NIfTI reader would silently set them to 0); "
+                "fix or mask them before registering",
+            )
     return result
+
+
+def _nifti_nonfinite_count(path: Path, chunk_bytes: int = 1 << 24) -> int:
+    """Number of NaN/Inf voxels stored in a float NIfTI file (0 for other files or data types).
+
+    ITK's NIfTI reader (nifticlib) replaces non-finite float voxels by 0 without telling, so the voxels are
+    checked in the file itself.
+    """
+    name = path.name.lower()
+    if path.is_dir() or not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return 0
+    import gzip
+
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+            if len(head) < 348:
+                return 0
+            for endian in ("<", ">"):
+                sizeof_hdr = int(np.frombuffer(head[:4], dtype=f"{endian}i4")[0])
+                if sizeof_hdr in (348, 540):
+                    break
+            else:
+                return 0
+            if sizeof_hdr == 348:  # NIfTI-1
+                dims = np.frombuffer(head[40:56], dtype=f"{endian}i2").astype(np.int64)
+                datatype = int(np.frombuffer(head[70:72], dtype=f"{endian}i2")[0])
+                offset = int(np.frombuffer(head[108:112], dtype=f"{endian}f4")[0])
+            else:  # NIfTI-2
+                dims = np.frombuffer(head[16:80], dtype=f"{endian}i8")
+                datatype = int(np.frombuffer(head[12:14], dtype=f"{endian}i2")[0])
+                offset = int(np.frombuffer(head[168:176], dtype=f"{endian}i8")[0])
+            item = {16: f"{endian}f4", 64: f"{endian}f8"}.get(datatype)
+            if item is None:
+                return 0
+            ndim = int(min(max(dims[0], 0), 7))
+            count = int(np.prod(np.maximum(dims[1 : 1 + ndim], 1)))
+            fh.seek(max(offset, sizeof_hdr + 4 if sizeof_hdr == 348 else sizeof_hdr))
+            dtype = np.dtype(item)
+            bad = 0
+            remaining = count * dtype.itemsize
+            step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+            while remaining > 0:
+                data = fh.read(min(step, remaining))
+                if not data:
+                    break
+                usable = len(data) - len(data) % dtype.itemsize
+                bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype=dtype))))
+                remaining -= len(data)
+            return bad
+    except (OSError, EOFError, ValueError):
+        return 0
 
 
 def write_image(image: Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write with SimpleITK (format from the extension). Written to a temporary name, then renamed."""
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.stem}.partial{suffix}")
-    sitk.WriteImage(image.to_sitk(), str(tmp), compress)
-    os.replace(tmp, path)
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    tmp = path.with_name(f".{stem}.partial{suffix}")
+    try:
+        sitk.WriteImage(image.to_sitk(), str(tmp), compress)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -14,8 +14,8 @@ from MMRegistrationLib.core.errors import InputError
 
 
 def _read_csv(path: Path, argument: str) -> np.ndarray:
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
         return np.zeros((0, 3))
     header = [c.strip().lower() for c in rows[0]]
@@ -33,31 +33,57 @@ def _read_csv(path: Path, argument: str) -> np.ndarray:
 
 def _read_mrk_json(path: Path, argument: str) -> np.ndarray:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
         markups = doc["markups"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise InputError(argument, f"{path} is not a Slicer markups .mrk.json file") from None
+    if not isinstance(markups, list):
+        raise InputError(argument, f"{path}: 'markups' must be a list of markups")
     points = []
     for markup in markups:
-        system = str(markup.get("coordinateSystem", "LPS")).upper()
-        for cp in markup.get("controlPoints", []):
-            p = np.asarray(cp["position"], dtype=np.float64)
+        if not isinstance(markup, dict):
+            raise InputError(argument, f"{path}: every entry of 'markups' must be an object")
+        system = str(markup.get("coordinateSystem", "LPS")).strip().upper()
+        if system not in ("LPS", "RAS"):
+            raise InputError(argument, f"{path}: unsupported coordinateSystem '{system}' (LPS or RAS expected)")
+        for n, cp in enumerate(markup.get("controlPoints") or [], start=1):
+            label = cp.get("label", n) if isinstance(cp, dict) else n
+            if not isinstance(cp, dict) or "position" not in cp:
+                raise InputError(argument, f"{path}: control point '{label}' has no position (undefined point?)")
+            try:
+                p = np.asarray(cp["position"], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(argument, f"{path}: control point '{label}' has a non-numeric position") from None
+            if p.shape != (3,):
+                raise InputError(argument, f"{path}: control point '{label}' position must be 3 numbers, got {cp['position']}")
             points.append(ras_to_lps(p) if system == "RAS" else p)
     return np.array(points, dtype=np.float64).reshape(-1, 3)
 
 
 def _read_fcsv(path: Path, argument: str) -> np.ndarray:
+    # Slicer writes "# CoordinateSystem = RAS" / "= LPS"; files from before Slicer 4.11 write the enum 0 (RAS) / 1 (LPS).
     system = "RAS"
     points = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if line.startswith("#"):
             if "coordinatesystem" in line.lower().replace(" ", ""):
                 value = line.split("=")[-1].strip().upper()
-                system = "LPS" if value in ("LPS", "1") else "RAS"
+                if value in ("LPS", "1"):
+                    system = "LPS"
+                elif value in ("RAS", "0"):
+                    system = "RAS"
+                else:
+                    raise InputError(argument, f"{path}: unsupported CoordinateSystem '{value}' (RAS or LPS expected)")
             continue
-        fields = line.split(",")
-        if len(fields) >= 4:
+        fields = next(csv.reader([line]), [])
+        if not any(f.strip() for f in fields):
+            continue
+        try:
             points.append([float(v) for v in fields[1:4]])
+        except ValueError:
+            raise InputError(argument, f"{path} line {number}: x,y,z (columns 2-4) must be numbers") from None
+        if len(points[-1]) != 3:
+            raise InputError(argument, f"{path} line {number}: needs at least 4 columns (id,x,y,z)")
     pts = np.array(points, dtype=np.float64).reshape(-1, 3)
     return ras_to_lps(pts) if system == "RAS" else pts
 
@@ -68,12 +94,15 @@ def read_landmarks(path: str | os.PathLike, argument: str = "landmarks") -> np.n
     if not path.is_file():
         raise InputError(argument, f"file not found: {path}")
     name = path.name.lower()
-    if name.endswith(".json"):
-        points = _read_mrk_json(path, argument)
-    elif name.endswith(".fcsv"):
-        points = _read_fcsv(path, argument)
-    else:
-        points = _read_csv(path, argument)
+    try:
+        if name.endswith(".json"):
+            points = _read_mrk_json(path, argument)
+        elif name.endswith(".fcsv"):
+            points = _read_fcsv(path, argument)
+        else:
+            points = _read_csv(path, argument)
+    except UnicodeDecodeError:
+        raise InputError(argument, f"{path} is not a text landmark file (CSV, .fcsv or .mrk.json)") from None
     if len(points) == 0:
         raise InputError(argument, f"{path} contains no landmark")
     if not np.all(np.isfinite(points)):
@@ -86,11 +115,15 @@ def write_landmarks_csv(points: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["x", "y", "z"])
-        writer.writerows([[repr(float(v)) for v in p] for p in points])
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["x", "y", "z"])
+            writer.writerows([[repr(float(v)) for v in p] for p in points])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.io.images import read_sitk_image
 
@@ -37,30 +38,52 @@ def _normalise_name(name: str) -> str:
 
 
 def _read_seg_nrrd(image: sitk.Image, argument: str, path: Path) -> Segmentation:
-    keys = set(image.GetMetaDataKeys())
-    indices = sorted({int(m.group(1)) for k in keys if (m := re.match(r"Segment(\d+)_Name$", k))})
+    # the metadata is read first: slicing/composing a SimpleITK image drops its metadata dictionary
+    meta = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys()}
+    indices = sorted({int(m.group(1)) for k in meta if (m := re.match(r"Segment(\d+)_Name$", k))})
     if not indices:
         raise InputError(argument, f"{path} is a .seg.nrrd without Segment*_Name entries")
-    if image.GetDimension() == 4:  # some writers store layers as a 4th axis
-        image = sitk.Compose([image[:, :, :, c] for c in range(image.GetSize()[3])])
-    arr = sitk.GetArrayFromImage(image)
-    layers = arr[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(arr, -1, 0)
-    ref = image if image.GetNumberOfComponentsPerPixel() == 1 else sitk.VectorIndexSelectionCast(image, 0)
+    dim = image.GetDimension()
+    if dim == 4:  # some writers store the layers along a 4th axis
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(argument, f"{path} is a 4-D segmentation with vector voxels; not supported")
+        layers = np.stack([sitk.GetArrayFromImage(image[:, :, :, c]) for c in range(image.GetSize()[3])])
+    elif dim == 3:  # Slicer: one layer = scalar voxels; several layers = one vector component per layer
+        arr = sitk.GetArrayFromImage(image)
+        layers = arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)
+    else:
+        raise InputError(argument, f"{path} is {dim}-D; a 3-D segmentation is needed")
+    size = image.GetSize()[:3]
+    direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
+    grid = Grid.from_geometry(tuple(size[::-1]), image.GetSpacing()[:3], image.GetOrigin()[:3], direction)
+
+    def integer_entry(key: str, default: int) -> int:
+        if key not in meta:
+            return default
+        text = meta[key].strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise InputError(argument, f"{path}: {key} is '{text}', not an integer") from None
+
     out = np.zeros(layers.shape[1:], dtype=np.uint16)
     names: dict = {}
     single_layer = layers.shape[0] == 1
     for rank, idx in enumerate(indices, start=1):
-        name = image.GetMetaData(f"Segment{idx}_Name")
-        layer = int(image.GetMetaData(f"Segment{idx}_Layer")) if f"Segment{idx}_Layer" in keys else 0
-        value = int(image.GetMetaData(f"Segment{idx}_LabelValue")) if f"Segment{idx}_LabelValue" in keys else 1
+        name = meta[f"Segment{idx}_Name"]
+        layer = integer_entry(f"Segment{idx}_Layer", 0)
+        value = integer_entry(f"Segment{idx}_LabelValue", 1)
+        if not 0 <= layer < layers.shape[0]:
+            raise InputError(
+                argument, f"{path}: segment '{name}' is on layer {layer} but the file has {layers.shape[0]} layer(s)"
+            )
         mask = layers[layer] == value
         new_value = value if single_layer else rank
         if np.any(out[mask] != 0):
             raise InputError(argument, f"segment '{name}' overlaps another segment; overlapping segments are not supported")
         out[mask] = new_value
         names[new_value] = name
-    lab = Image.from_sitk(ref, argument).with_array(out)
-    return Segmentation(lab, names)
+    return Segmentation(Image(out, grid), names)
 
 
 def read_segmentation(path: str | os.PathLike, argument: str = "segmentation") -> Segmentation:
@@ -81,11 +104,27 @@ def read_segmentation(path: str | os.PathLike, argument: str = "segmentation") -
                 raise InputError(argument, f"{path} has non-integer values; a label map (integers, 0 = background) is needed")
             arr = arr.astype(np.int32)
         if arr.min() < 0:
-            raise InputError(argument, f"{path} has negative labels")
+            raise InputError(
+                argument, f"{path} has negative labels (minimum {arr.min()}); a label map has 0 = background and positive labels"
+            )
         seg = Segmentation(lab.with_array(arr), {})
     if not seg.labels:
         raise InputError(argument, f"{path} is empty (no non-zero voxel)")
     return seg
+
+
+def _by_name(seg: Segmentation, argument: str) -> dict:
+    """Normalised name -> label value of the non-empty segments; two segments with one name are an error."""
+    present = set(seg.labels)
+    out: dict = {}
+    for value, name in seg.names.items():
+        if value not in present:
+            continue
+        key = _normalise_name(name)
+        if key in out:
+            raise InputError(argument, f"two segments are named '{name}'; segment names must be unique to match them")
+        out[key] = value
+    return out
 
 
 def match_segmentations(
@@ -100,10 +139,10 @@ def match_segmentations(
         ``(fixed_labelmap, moving_labelmap, names)`` with ``names`` label -> name (may be empty).
     """
     if fixed.names and moving.names:
-        fixed_by_name = {_normalise_name(n): v for v, n in fixed.names.items() if v in fixed.labels}
-        moving_by_name = {_normalise_name(n): v for v, n in moving.names.items() if v in moving.labels}
-        only_f = sorted(set(fixed_by_name) - set(moving_by_name))
-        only_m = sorted(set(moving_by_name) - set(fixed_by_name))
+        fixed_by_name = _by_name(fixed, fixed_argument)
+        moving_by_name = _by_name(moving, moving_argument)
+        only_f = sorted(fixed.names[fixed_by_name[k]] for k in set(fixed_by_name) - set(moving_by_name))
+        only_m = sorted(moving.names[moving_by_name[k]] for k in set(moving_by_name) - set(fixed_by_name))
         if only_f or only_m:
             raise InputError(
                 moving_argument if only_f else fixed_argument,
@@ -111,7 +150,9 @@ def match_segmentations(
                 + (f"in fixed only: {only_f}; " if only_f else "")
                 + (f"in moving only: {only_m}" if only_m else ""),
             )
-        out = np.zeros_like(moving.labelmap.array)
+        out = np.zeros(
+            moving.labelmap.array.shape, dtype=np.result_type(moving.labelmap.array.dtype, fixed.labelmap.array.dtype)
+        )
         for name, mv in moving_by_name.items():
             out[moving.labelmap.array == mv] = fixed_by_name[name]
         names = {v: fixed.names[v] for v in fixed_by_name.values()}

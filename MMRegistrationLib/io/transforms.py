@@ -18,6 +18,7 @@ import torch
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.io.images import itk_error_reason
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform, compose
@@ -68,16 +69,25 @@ def _affine_from_linear(tx: sitk.Transform, source: str, target: str) -> AffineT
     return AffineTransform(matrix, source, target)
 
 
-def _bspline_domain_grid(tx: sitk.BSplineTransform, spacing_mm: float = 1.0) -> Grid:
+def _bspline_domain_grid(tx: sitk.BSplineTransform, spacing_mm: float = 1.0, max_nodes_per_axis: int = 160) -> Grid:
+    """Cell-centred sampling grid of a B-spline's domain (no node on a face, where ITK's inside test is
+    sensitive to rounding); at most ``max_nodes_per_axis`` nodes per axis. The field's own half-voxel rule
+    then covers the faces."""
     origin = np.array(tx.GetTransformDomainOrigin())
     extent = np.array(tx.GetTransformDomainPhysicalDimensions())
     direction = np.array(tx.GetTransformDomainDirection()).reshape(3, 3)
-    size = np.maximum(2, np.ceil(extent / spacing_mm).astype(int) + 1)
-    return Grid.from_geometry(tuple(size[::-1]), extent / (size - 1), origin, direction)
+    size = np.clip(np.ceil(extent / spacing_mm).astype(int), 2, max_nodes_per_axis)
+    spacing = extent / size
+    return Grid.from_geometry(tuple(size[::-1]), spacing, origin + direction @ (spacing / 2), direction)
 
 
-def from_sitk_transform(tx: sitk.Transform, source: str = "fixed", target: str = "moving") -> SpatialTransform:
-    """Convert a SimpleITK transform; composites keep their parts (applied in ITK's order)."""
+def from_sitk_transform(
+    tx: sitk.Transform, source: str = "fixed", target: str = "moving", argument: str = "transform"
+) -> SpatialTransform:
+    """Convert a SimpleITK transform; composites keep their parts (applied in ITK's order).
+
+    B-spline transforms are sampled into a displacement field on their domain (about 1 mm, cell-centred).
+    """
     tx = tx.Downcast() if hasattr(tx, "Downcast") else tx
     if isinstance(tx, sitk.CompositeTransform):
         parts = [tx.GetNthTransform(n) for n in range(tx.GetNumberOfTransforms())]
@@ -85,7 +95,7 @@ def from_sitk_transform(tx: sitk.Transform, source: str = "fixed", target: str =
             return AffineTransform.identity(source, target)
         names = [source] + [f"{source}:{n}" for n in range(1, len(parts))] + [target]
         engine_parts = [
-            from_sitk_transform(p, names[i], names[i + 1]) for i, p in enumerate(reversed(parts))
+            from_sitk_transform(p, names[i], names[i + 1], argument) for i, p in enumerate(reversed(parts))
         ]
         return compose(*engine_parts)
     if tx.IsLinear():
@@ -101,7 +111,7 @@ def from_sitk_transform(tx: sitk.Transform, source: str = "fixed", target: str =
         disp_img = sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat64, ref.GetSize(), ref.GetOrigin(),
                                                      ref.GetSpacing(), ref.GetDirection())
         return DisplacementField(grid, torch.from_numpy(sitk.GetArrayFromImage(disp_img)), source, target)
-    raise InputError("transform", f"unsupported ITK transform type {tx.GetName()}")
+    raise InputError(argument, f"unsupported ITK transform type {tx.GetName()}")
 
 
 # ---- files ----------------------------------------------------------------------------------------
@@ -132,6 +142,5 @@ def read_transform(
     try:
         tx = sitk.ReadTransform(str(path))
     except RuntimeError as err:
-        last = [line for line in str(err).splitlines() if line.strip()]
-        raise InputError(argument, f"cannot read {path} as an ITK transform ({last[-1].strip() if last else err})") from None
-    return from_sitk_transform(tx, source, target)
+        raise InputError(argument, f"cannot read {path} as an ITK transform ({itk_error_reason(str(err))})") from None
+    return from_sitk_transform(tx, source, target, argument)

@@ -76,6 +76,7 @@ def rigid_mask_init(
     band_mm: float = 12.0,
     start_angles_deg: float = 15.0,
     iterations: int = 60,
+    max_points: int = 20000,
     device=None,
     progress=None,
     cancel=None,
@@ -91,6 +92,7 @@ def rigid_mask_init(
         fixed_seg, moving_seg: label maps whose common labels correspond.
         labels: labels to use (default: all labels present in both).
         band_mm: only fixed points within this distance of a fixed surface contribute.
+        max_points: at most this many band points per level (a seeded random subset).
 
     Returns:
         :class:`AffineTransform` fixed -> moving (rigid part composed with ``initial``).
@@ -107,30 +109,38 @@ def rigid_mask_init(
             "--init", "the fixed and moving masks do not overlap after initialisation; use --init com (centre of mass)"
         )
     weights = torch.tensor([float((label_weights or {}).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
-    center = torch.as_tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64)
-    init_m = torch.as_tensor(initial.matrix, dtype=torch.float64, device=device)
+    center = torch.tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64, device=device)
+    init_m = torch.tensor(initial.matrix, dtype=torch.float64, device=device)
     rot_scale = 50.0  # mm per radian: puts rotation and translation parameters on comparable scales
 
-    def transform_points(params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    def point_map(params: torch.Tensor) -> tuple:
+        """(A, b) with T(x) = A x + b = initial(R (x - c) + c + t), as one matrix for a single matmul."""
         rot = rotation_matrix(params[:3] / rot_scale)
-        rigid = (pts - center) @ rot.T + center + params[3:]
-        return rigid @ init_m[:3, :3].T + init_m[:3, 3]
+        a = init_m[:3, :3] @ rot
+        b = init_m[:3, :3] @ (center - rot @ center + params[3:]) + init_m[:3, 3]
+        return a, b
 
     params = torch.zeros(6, dtype=torch.float64)
     for level, spacing in enumerate(levels_mm):
         monitor.check("rigid-mask")
         fixed_sdm, fixed_grid = _sdm_stack(fixed_seg, labels, spacing, clip_mm=2 * band_mm)
         moving_sdm, moving_grid = _sdm_stack(moving_seg, labels, spacing, clip_mm=2 * band_mm)
-        pts_all = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float64).reshape(-1, 3)
-        fixed_vals = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float64)
+        pts_all = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float32).reshape(-1, 3)
+        fixed_vals = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float32)
         near = (fixed_vals.abs() < band_mm).any(dim=1)
         pts, fixed_vals = pts_all[near].to(device), fixed_vals[near].to(device)
-        moving_vol = torch.as_tensor(moving_sdm, dtype=torch.float64, device=device)
+        if len(pts) > max_points:  # a seeded subset keeps each evaluation cheap on large masks
+            keep = torch.randperm(len(pts), generator=torch.Generator().manual_seed(level))[:max_points]
+            pts, fixed_vals = pts[keep.to(device)], fixed_vals[keep.to(device)]
+        moving_vol = torch.as_tensor(moving_sdm, dtype=torch.float32, device=device)
         clip = 2 * band_mm
+        w = weights.to(device=device, dtype=torch.float32)
 
         def loss_fn(p: torch.Tensor) -> torch.Tensor:
-            warped = sample_at_world(moving_vol, moving_grid, transform_points(p, pts), outside_value=clip)
-            return (((warped - fixed_vals) ** 2).mean(dim=0) * weights.to(device)).sum()
+            a, b = point_map(p)
+            mapped = pts @ a.T.to(torch.float32) + b.to(torch.float32)
+            warped = sample_at_world(moving_vol, moving_grid, mapped, outside_value=clip)
+            return (((warped - fixed_vals) ** 2).mean(dim=0) * w).sum()
 
         starts = [params.clone()]
         if level == 0 and start_angles_deg > 0:
@@ -142,7 +152,9 @@ def rigid_mask_init(
         best, best_loss = params, float("inf")
         for n, start in enumerate(starts):
             p = start.clone().to(device).requires_grad_(True)
-            opt = torch.optim.LBFGS([p], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+            opt = torch.optim.LBFGS(
+                [p], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_change=1e-6, tolerance_grad=1e-6
+            )
 
             def closure():
                 opt.zero_grad()
@@ -158,9 +170,8 @@ def rigid_mask_init(
             monitor.report((level + (n + 1) / len(starts)) / len(levels_mm), f"rigid-mask level {level + 1}")
         params = best
 
-    rot = rotation_matrix(params[:3] / rot_scale).numpy()
-    c = center.numpy()
-    rigid = np.eye(4)
-    rigid[:3, :3] = rot
-    rigid[:3, 3] = c - rot @ c + params[3:].numpy()
-    return AffineTransform(initial.matrix @ rigid, initial.source, initial.target)
+    a, b = point_map(params.to(device))
+    matrix = np.eye(4)
+    matrix[:3, :3] = a.detach().cpu().numpy()
+    matrix[:3, 3] = b.detach().cpu().numpy()
+    return AffineTransform(matrix, initial.source, initial.target)

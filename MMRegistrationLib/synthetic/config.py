@@ -68,7 +68,7 @@ class SyntheticCaseConfig:
     mr_blur_mm: float = 0.35
     trus_speckle: float = 1.0
     trus_noise: float = 0.02
-    trus_dynamic_range_db: float = 45.0
+    trus_dynamic_range_db: float = 50.0
     probe_radius_mm: float = 10.0
     sector_radius_mm: float = 65.0
     sector_half_angle_deg: float = 60.0

@@ -1,0 +1,269 @@
+"""Segmentations: plain label maps, Slicer ``.seg.nrrd`` (single and multi-layer), matching fixed/moving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import oblique_grid
+
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.io.segmentations import Segmentation, match_segmentations, read_segmentation
+
+GRID = oblique_grid(shape=(10, 12, 14), spacing=(1.1, 0.8, 2.0), origin=(12.0, -40.5, 7.25))
+
+
+def _masks() -> dict:
+    """Three disjoint boxes (prostate, bladder, rectum) on GRID, as boolean (K, J, I) arrays."""
+    shape = GRID.shape
+    out = {name: np.zeros(shape, bool) for name in ("prostate", "bladder", "rectum")}
+    out["prostate"][2:6, 3:8, 4:10] = True
+    out["bladder"][6:9, 2:7, 1:5] = True
+    out["rectum"][1:4, 8:11, 9:13] = True
+    return out
+
+
+def _labelmap(values: dict, dtype=np.uint8) -> np.ndarray:
+    masks = _masks()
+    arr = np.zeros(GRID.shape, dtype)
+    for name, value in values.items():
+        arr[masks[name]] = value
+    return arr
+
+
+def _write(array: np.ndarray, path, metadata: dict | None = None, is_vector: bool = False):
+    img = sitk.GetImageFromArray(array, isVector=is_vector)
+    ref = Image(np.zeros(GRID.shape, np.uint8), GRID).to_sitk()
+    img.CopyInformation(ref)
+    for key, value in (metadata or {}).items():
+        img.SetMetaData(key, value)
+    sitk.WriteImage(img, str(path), True)
+    return path
+
+
+def _segment_metadata(segments) -> dict:
+    """Slicer's per-segment keys; ``segments`` = [(name, label value, layer), ...]."""
+    meta = {}
+    for n, (name, value, layer) in enumerate(segments):
+        meta[f"Segment{n}_ID"] = f"Segment_{n + 1}"
+        meta[f"Segment{n}_Name"] = name
+        meta[f"Segment{n}_LabelValue"] = str(value)
+        meta[f"Segment{n}_Layer"] = str(layer)
+        meta[f"Segment{n}_Color"] = "0.5 0.6 0.7"
+        meta[f"Segment{n}_Extent"] = "0 13 0 11 0 9"
+    meta["Segmentation_MasterRepresentation"] = "Binary labelmap"
+    meta["Segmentation_ContainedRepresentationNames"] = "Binary labelmap|"
+    return meta
+
+
+def _single_layer_seg(path, order=(("Prostate", 5, "prostate"), ("Bladder", 3, "bladder"), ("Rectum", 7, "rectum"))):
+    arr = _labelmap({key: value for _, value, key in order})
+    return _write(arr, path, _segment_metadata([(name, value, 0) for name, value, _ in order]))
+
+
+def _multi_layer_seg(path, names=("Rectum", "Prostate", "Bladder")):
+    """Two layers: layer 0 holds rectum (1) and prostate (2); layer 1 holds bladder (1) — overlapping-free."""
+    masks = _masks()
+    layer0 = np.zeros(GRID.shape, np.uint8)
+    layer0[masks["rectum"]] = 1
+    layer0[masks["prostate"]] = 2
+    layer1 = masks["bladder"].astype(np.uint8)
+    meta = _segment_metadata([(names[0], 1, 0), (names[1], 2, 0), (names[2], 1, 1)])
+    return _write(np.stack([layer0, layer1], axis=-1), path, meta, is_vector=True)
+
+
+def _expect_error(call, argument: str, *words: str) -> str:
+    with pytest.raises(InputError) as err:
+        call()
+    message = str(err.value)
+    assert message.startswith(f"{argument}: "), message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# ---- plain label maps --------------------------------------------------------------------------
+def test_plain_label_map(tmp_path):
+    arr = _labelmap({"prostate": 1, "bladder": 2, "rectum": 5})
+    seg = read_segmentation(_write(arr, tmp_path / "labels.nrrd"), "--fixed-seg")
+    assert seg.labels == [1, 2, 5]
+    assert seg.names == {}
+    np.testing.assert_array_equal(seg.labelmap.array, arr)
+    assert seg.labelmap.grid.same_as(GRID, tol=1e-9)
+
+
+def test_float_label_map_with_integer_values_is_accepted(tmp_path):
+    arr = _labelmap({"prostate": 1, "bladder": 2, "rectum": 3}).astype(np.float32)
+    seg = read_segmentation(_write(arr, tmp_path / "labels.nii.gz"), "--moving-seg")
+    assert np.issubdtype(seg.labelmap.array.dtype, np.integer)
+    assert seg.labels == [1, 2, 3]
+    np.testing.assert_array_equal(seg.labelmap.array, arr.astype(int))
+    assert seg.labelmap.grid.same_as(GRID, tol=1e-4)
+
+
+def test_non_integer_float_label_map_is_rejected(tmp_path):
+    arr = _labelmap({"prostate": 1, "bladder": 2}).astype(np.float32)
+    arr[_masks()["bladder"]] = 2.5
+    path = _write(arr, tmp_path / "prob.nrrd")
+    _expect_error(lambda: read_segmentation(path, "--moving-seg"), "--moving-seg", "non-integer", "prob.nrrd")
+
+
+def test_empty_label_map_is_rejected(tmp_path):
+    path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "empty.nrrd")
+    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
+
+
+def test_negative_labels_are_rejected(tmp_path):
+    arr = _labelmap({"prostate": 1, "bladder": -2}, dtype=np.int16)
+    path = _write(arr, tmp_path / "neg.nrrd")
+    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "negative", "-2")
+
+
+def test_two_d_label_map_is_rejected(tmp_path):
+    path = tmp_path / "slice.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 6), np.uint8)), str(path))
+    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "2-D")
+
+
+def test_missing_segmentation_file(tmp_path):
+    _expect_error(lambda: read_segmentation(tmp_path / "nope.seg.nrrd", "--fixed-seg"), "--fixed-seg", "not found")
+
+
+# ---- Slicer .seg.nrrd ----------------------------------------------------------------------------
+def test_single_layer_seg_nrrd_names_and_masks(tmp_path):
+    seg = read_segmentation(_single_layer_seg(tmp_path / "fixed.seg.nrrd"), "--fixed-seg")
+    assert seg.names == {5: "Prostate", 3: "Bladder", 7: "Rectum"}
+    assert seg.labels == [3, 5, 7]
+    masks = _masks()
+    np.testing.assert_array_equal(seg.labelmap.mask(5), masks["prostate"])
+    np.testing.assert_array_equal(seg.labelmap.mask(3), masks["bladder"])
+    np.testing.assert_array_equal(seg.labelmap.mask(7), masks["rectum"])
+    assert seg.labelmap.grid.same_as(GRID, tol=1e-9)
+
+
+def _check_multi_layer(seg: Segmentation):
+    by_name = {name: value for value, name in seg.names.items()}
+    assert sorted(by_name) == ["Bladder", "Prostate", "Rectum"]
+    assert len(set(by_name.values())) == 3  # distinct values although two segments share value 1 in the file
+    masks = _masks()
+    for name, key in (("Prostate", "prostate"), ("Bladder", "bladder"), ("Rectum", "rectum")):
+        np.testing.assert_array_equal(seg.labelmap.mask(by_name[name]), masks[key])
+    assert seg.labels == sorted(by_name.values())
+    assert seg.labelmap.grid.same_as(GRID, tol=1e-9)
+
+
+def test_multi_layer_seg_nrrd_names_and_masks(tmp_path):
+    path = _multi_layer_seg(tmp_path / "moving.seg.nrrd")
+    assert sitk.ReadImage(str(path)).GetNumberOfComponentsPerPixel() == 2
+    _check_multi_layer(read_segmentation(path, "--moving-seg"))
+
+
+def test_multi_layer_seg_nrrd_with_list_kind_as_slicer_writes_it(tmp_path):
+    path = _multi_layer_seg(tmp_path / "moving.seg.nrrd")
+    header, data = path.read_bytes().split(b"\n\n", 1)
+    assert b"kinds: vector domain domain domain" in header
+    path.write_bytes(header.replace(b"kinds: vector", b"kinds: list") + b"\n\n" + data)
+    _check_multi_layer(read_segmentation(path, "--moving-seg"))
+
+
+def test_seg_nrrd_with_layers_on_a_fourth_axis(tmp_path):
+    masks = _masks()
+    layer0 = np.zeros(GRID.shape, np.uint8)
+    layer0[masks["rectum"]] = 1
+    layer0[masks["prostate"]] = 2
+    layer1 = masks["bladder"].astype(np.uint8)
+    ref = Image(np.zeros(GRID.shape, np.uint8), GRID).to_sitk()
+    parts = []
+    for layer in (layer0, layer1):
+        part = sitk.GetImageFromArray(layer)
+        part.CopyInformation(ref)
+        parts.append(part)
+    four = sitk.JoinSeries(parts)
+    for key, value in _segment_metadata([("Rectum", 1, 0), ("Prostate", 2, 0), ("Bladder", 1, 1)]).items():
+        four.SetMetaData(key, value)
+    sitk.WriteImage(four, str(tmp_path / "four.seg.nrrd"))
+    assert sitk.ReadImage(str(tmp_path / "four.seg.nrrd")).GetDimension() == 4
+    _check_multi_layer(read_segmentation(tmp_path / "four.seg.nrrd", "--moving-seg"))
+
+
+def test_overlapping_segments_on_different_layers_are_rejected(tmp_path):
+    masks = _masks()
+    layer0 = masks["prostate"].astype(np.uint8)
+    layer1 = (masks["prostate"] | masks["bladder"]).astype(np.uint8)  # "urethra" inside the prostate
+    meta = _segment_metadata([("Prostate", 1, 0), ("Urethra", 1, 1)])
+    path = _write(np.stack([layer0, layer1], axis=-1), tmp_path / "overlap.seg.nrrd", meta, is_vector=True)
+    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "overlap")
+
+
+def test_empty_seg_nrrd_is_rejected(tmp_path):
+    path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "e.seg.nrrd", _segment_metadata([("Prostate", 1, 0)]))
+    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
+
+
+# ---- matching -----------------------------------------------------------------------------------
+def test_match_by_name_relabels_moving_to_fixed_values(tmp_path):
+    fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd"), "--fixed-seg")  # P=5, B=3, R=7
+    # moving: other label values, other order, other case and spacing
+    moving = read_segmentation(
+        _multi_layer_seg(tmp_path / "m.seg.nrrd", names=(" RECTUM", "prostate ", "bladder")), "--moving-seg"
+    )
+    fixed_map, moving_map, names = match_segmentations(fixed, moving)
+    assert names == {5: "Prostate", 3: "Bladder", 7: "Rectum"}
+    np.testing.assert_array_equal(fixed_map.array, fixed.labelmap.array)
+    expected = _labelmap({"prostate": 5, "bladder": 3, "rectum": 7})
+    np.testing.assert_array_equal(moving_map.array, expected)
+    assert moving_map.grid is moving.labelmap.grid
+
+
+def test_match_by_name_ignores_inner_whitespace_runs(tmp_path):
+    order_f = (("Seminal Vesicles", 4, "prostate"), ("Bladder", 2, "bladder"), ("Rectum", 1, "rectum"))
+    order_m = (("seminal   vesicles", 1, "prostate"), ("BLADDER", 9, "bladder"), ("rectum", 3, "rectum"))
+    fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order_f), "--fixed-seg")
+    moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd", order_m), "--moving-seg")
+    _, moving_map, names = match_segmentations(fixed, moving)
+    np.testing.assert_array_equal(moving_map.array, _labelmap({"prostate": 4, "bladder": 2, "rectum": 1}))
+    assert names == {4: "Seminal Vesicles", 2: "Bladder", 1: "Rectum"}
+
+
+def test_match_by_name_missing_segment_names_it(tmp_path):
+    fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd"), "--fixed-seg")
+    order = (("Prostate", 1, "prostate"), ("Bladder", 2, "bladder"), ("Urethra", 3, "rectum"))
+    moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd", order), "--moving-seg")
+    message = _expect_error(lambda: match_segmentations(fixed, moving), "--moving-seg", "Rectum", "Urethra")
+    assert "Prostate" not in message and "Bladder" not in message
+
+
+def test_match_by_name_segment_only_in_moving_names_fixed_argument(tmp_path):
+    order_f = (("Prostate", 1, "prostate"), ("Bladder", 2, "bladder"))
+    fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order_f), "--fixed-seg")
+    moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd"), "--moving-seg")
+    _expect_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "Rectum", "moving only")
+
+
+def test_match_by_value_for_plain_label_maps(tmp_path):
+    arr = _labelmap({"prostate": 1, "bladder": 2, "rectum": 3})
+    arr_m = np.roll(arr, 1, axis=2)
+    fixed = read_segmentation(_write(arr, tmp_path / "f.nrrd"), "--fixed-seg")
+    moving = read_segmentation(_write(arr_m, tmp_path / "m.nrrd"), "--moving-seg")
+    fixed_map, moving_map, names = match_segmentations(fixed, moving)
+    np.testing.assert_array_equal(fixed_map.array, arr)
+    np.testing.assert_array_equal(moving_map.array, arr_m)
+    assert names == {}
+
+
+@pytest.mark.parametrize("fixed_labels, moving_labels, listed", [((1, 2, 3), (1, 2), "[3]"), ((1, 2), (1, 2, 4), "[4]")])
+def test_match_by_value_label_in_one_only_is_listed(tmp_path, fixed_labels, moving_labels, listed):
+    keys = ("prostate", "bladder", "rectum")
+    f = _labelmap({keys[n]: v for n, v in enumerate(fixed_labels)})
+    m = _labelmap({keys[n]: v for n, v in enumerate(moving_labels)})
+    fixed = read_segmentation(_write(f, tmp_path / "f.nrrd"), "--fixed-seg")
+    moving = read_segmentation(_write(m, tmp_path / "m.nrrd"), "--moving-seg")
+    _expect_error(lambda: match_segmentations(fixed, moving), "--moving-seg", listed)
+
+
+def test_duplicate_segment_names_are_rejected(tmp_path):
+    order = (("Prostate", 1, "prostate"), ("prostate", 2, "bladder"), ("Rectum", 3, "rectum"))
+    fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order), "--fixed-seg")
+    moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd"), "--moving-seg")
+    _expect_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "prostate", "unique")

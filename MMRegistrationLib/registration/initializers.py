@@ -109,8 +109,9 @@ def rigid_mask_init(
             "--init", "the fixed and moving masks do not overlap after initialisation; use --init com (centre of mass)"
         )
     weights = torch.tensor([float((label_weights or {}).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
-    center = torch.tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64, device=device)
-    init_m = torch.tensor(initial.matrix, dtype=torch.float64, device=device)
+    center = torch.tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64)
+    # the 6 parameters and the 4x4 algebra stay float64 on the CPU (MPS has no float64); points go to `device`
+    init_m = torch.tensor(initial.matrix, dtype=torch.float64)
     rot_scale = 50.0  # mm per radian: puts rotation and translation parameters on comparable scales
 
     def point_map(params: torch.Tensor) -> tuple:
@@ -138,7 +139,7 @@ def rigid_mask_init(
 
         def loss_fn(p: torch.Tensor) -> torch.Tensor:
             a, b = point_map(p)
-            mapped = pts @ a.T.to(torch.float32) + b.to(torch.float32)
+            mapped = pts @ a.T.to(device=device, dtype=torch.float32) + b.to(device=device, dtype=torch.float32)
             warped = sample_at_world(moving_vol, moving_grid, mapped, outside_value=clip)
             return (((warped - fixed_vals) ** 2).mean(dim=0) * w).sum()
 
@@ -151,7 +152,7 @@ def rigid_mask_init(
                     starts.append(s)
         best, best_loss = params, float("inf")
         for n, start in enumerate(starts):
-            p = start.clone().to(device).requires_grad_(True)
+            p = start.clone().requires_grad_(True)
             opt = torch.optim.LBFGS(
                 [p], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_change=1e-6, tolerance_grad=1e-6
             )
@@ -170,7 +171,7 @@ def rigid_mask_init(
             monitor.report((level + (n + 1) / len(starts)) / len(levels_mm), f"rigid-mask level {level + 1}")
         params = best
 
-    a, b = point_map(params.to(device))
+    a, b = point_map(params)
     matrix = np.eye(4)
     matrix[:3, :3] = a.detach().cpu().numpy()
     matrix[:3, 3] = b.detach().cpu().numpy()

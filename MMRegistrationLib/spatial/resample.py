@@ -30,6 +30,7 @@ def resample(
     device=None,
     chunk_voxels: int = 2**21,
     progress=None,
+    cancel=None,
 ) -> Image:
     """Resample ``image`` onto ``reference``: ``out(x) = image(T(x))`` for each reference voxel centre ``x``.
 
@@ -41,6 +42,7 @@ def resample(
             ``label-linear`` (each label's one-hot channel interpolated linearly, then argmax: smoother label
             boundaries than nearest neighbour).
         default_value: value outside ``image`` (ITK rule: beyond half a voxel from the border).
+        progress, cancel: progress callback and cancel check (see :mod:`MMRegistrationLib.core.progress`).
 
     Returns:
         A new :class:`Image` on ``reference``; label interpolations keep the input's integer dtype, ``linear``
@@ -48,7 +50,7 @@ def resample(
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"resample: 'interpolation' must be one of {INTERPOLATIONS}, got '{interpolation}'")
-    monitor = Monitor.wrap(progress)
+    monitor = Monitor.wrap(progress, cancel)
     device = torch.device(device) if device is not None else torch.device("cpu")
     is_label = interpolation.startswith("label")
     if is_label and not np.issubdtype(image.array.dtype, np.integer) and image.array.dtype != np.bool_:

@@ -6,15 +6,9 @@ from pathlib import Path
 
 from MMRegistrationLib.core.errors import InputError
 
-SAMPLE_CASE_FILES = {
-    "fixed": "fixed.nrrd",
-    "moving": "moving.nrrd",
-    "fixed_seg": "fixed_seg.nrrd",
-    "moving_seg": "moving_seg.nrrd",
-    "fixed_landmarks": "fixed_landmarks.csv",
-    "moving_landmarks": "moving_landmarks.csv",
-    "ground_truth": "ground_truth.h5",
-}
+from MMRegistrationLib.synthetic.writer import CASE_FILES
+
+OPTIONAL_CASE_FILES = ("ground_truth", "case")
 
 
 def resources_dir() -> Path:
@@ -29,8 +23,8 @@ def sample_case_dir() -> Path:
 def sample_case_paths(case_dir: Path | None = None, argument: str = "--case") -> dict:
     """Paths of a case folder laid out like the bundled sample case; every listed file must exist."""
     case_dir = Path(case_dir) if case_dir is not None else sample_case_dir()
-    paths = {key: case_dir / name for key, name in SAMPLE_CASE_FILES.items()}
-    missing = [str(p.name) for key, p in paths.items() if key != "ground_truth" and not p.is_file()]
+    paths = {key: case_dir / name for key, name in CASE_FILES.items()}
+    missing = [str(p.name) for key, p in paths.items() if key not in OPTIONAL_CASE_FILES and not p.is_file()]
     if missing:
         raise InputError(
             argument,

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         paths["fixed"], paths["moving"], paths["fixed_seg"], paths["moving_seg"],
         paths["fixed_landmarks"], paths["moving_landmarks"],
     )
-    case_json = paths["fixed"].parent / "case.json"
+    case_json = paths["case"]
     if case_json.is_file() and not inputs.label_names:
         names = json.loads(case_json.read_text()).get("labels", {})
         inputs = dataclasses.replace(inputs, label_names={int(k): v for k, v in names.items()})

@@ -29,8 +29,14 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
     backup = None
     if target.exists():
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        backup = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
         os.replace(target, backup)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)  # put the previous output back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.spatial.displacement import DisplacementField
+from MMRegistrationLib.io.images import write_image
+from MMRegistrationLib.io.landmarks import write_landmarks_csv
+from MMRegistrationLib.io.outputs import atomic_output_dir
+from MMRegistrationLib.io.transforms import write_transform
 from MMRegistrationLib.synthetic.generator import SyntheticCase
 
 CASE_FILES = {
@@ -28,25 +28,6 @@ CASE_FILES = {
     "case": "case.json",
 }
 """Key -> file name of everything :func:`write_case` writes."""
-
-
-def _write_image(image: Image, path: Path) -> None:
-    sitk.WriteImage(image.to_sitk(), str(path), useCompression=True)
-
-
-def _write_landmarks(points: np.ndarray, path: Path) -> None:
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    lines = ["x,y,z"] + [",".join(f"{v:.9f}" for v in row) for row in points]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def displacement_field_to_sitk(field: DisplacementField) -> sitk.Transform:
-    """ITK ``DisplacementFieldTransform`` (float64 vectors on the field's grid) that maps points like ``field``."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(field.numpy(), dtype=np.float64), isVector=True)
-    image.SetSpacing(tuple(float(s) for s in field.grid.spacing))
-    image.SetOrigin(tuple(float(o) for o in field.grid.origin))
-    image.SetDirection(tuple(float(d) for d in field.grid.direction.ravel()))
-    return sitk.DisplacementFieldTransform(image)
 
 
 def _case_json(case: SyntheticCase) -> dict:
@@ -106,33 +87,13 @@ def write_case(case: SyntheticCase, out_dir: str | os.PathLike) -> dict:
     """
     target = Path(out_dir).absolute()
     _check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    tmp = target.with_name(f".{target.name}.partial-{token}")
-    tmp.mkdir()
-    try:
-        _write_image(case.fixed, tmp / CASE_FILES["fixed"])
-        _write_image(case.moving, tmp / CASE_FILES["moving"])
-        _write_image(case.fixed_seg, tmp / CASE_FILES["fixed_seg"])
-        _write_image(case.moving_seg, tmp / CASE_FILES["moving_seg"])
-        _write_landmarks(case.fixed_landmarks, tmp / CASE_FILES["fixed_landmarks"])
-        _write_landmarks(case.moving_landmarks, tmp / CASE_FILES["moving_landmarks"])
-        sitk.WriteTransform(displacement_field_to_sitk(case.ground_truth), str(tmp / CASE_FILES["ground_truth"]))
+    with atomic_output_dir(target) as tmp:
+        write_image(case.fixed, tmp / CASE_FILES["fixed"])
+        write_image(case.moving, tmp / CASE_FILES["moving"])
+        write_image(case.fixed_seg, tmp / CASE_FILES["fixed_seg"])
+        write_image(case.moving_seg, tmp / CASE_FILES["moving_seg"])
+        write_landmarks_csv(case.fixed_landmarks, tmp / CASE_FILES["fixed_landmarks"])
+        write_landmarks_csv(case.moving_landmarks, tmp / CASE_FILES["moving_landmarks"])
+        write_transform(case.ground_truth, tmp / CASE_FILES["ground_truth"])
         (tmp / CASE_FILES["case"]).write_text(json.dumps(_case_json(case), indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    backup = None
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old-{token}")
-        os.replace(target, backup)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
     return {key: target / name for key, name in CASE_FILES.items()}

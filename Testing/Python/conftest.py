@@ -63,6 +63,20 @@ def phantom_intensity(labels: Image, seed: int = 0) -> Image:
     return labels.with_array(img.astype(np.float32))
 
 
+def expect_input_error(call, argument: str, *words: str) -> str:
+    """Run ``call``; it must raise :class:`InputError` whose message starts with ``argument:`` and contains
+    every one of ``words``. Returns the message."""
+    from MMRegistrationLib.core.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        call()
+    message = str(err.value)
+    assert message.startswith(f"{argument}: "), message
+    for word in words:
+        assert word in message, message
+    return message
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

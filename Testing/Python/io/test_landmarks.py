@@ -8,21 +8,12 @@ import os
 import numpy as np
 import pytest
 
+from conftest import expect_input_error
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks, write_landmarks_csv
 
 POINTS = np.array([[1.5, -2.25, 30.0], [-10.125, 4.0, 0.5], [0.0, 0.0, -7.75]])
 FLIP = np.array([-1.0, -1.0, 1.0])
-
-
-def _expect_error(call, argument: str, *words: str) -> str:
-    with pytest.raises(InputError) as err:
-        call()
-    message = str(err.value)
-    assert message.startswith(f"{argument}: "), message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 # ---- CSV -----------------------------------------------------------------------------------------
@@ -67,14 +58,14 @@ def test_csv_header_case_comment_lines_and_bom(tmp_path):
 def test_bad_csv(tmp_path, text, words):
     p = tmp_path / "bad.csv"
     p.write_text(text)
-    _expect_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", "bad.csv", *words)
+    expect_input_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", "bad.csv", *words)
 
 
 def test_missing_and_binary_landmark_files(tmp_path):
-    _expect_error(lambda: read_landmarks(tmp_path / "none.csv", "--fixed-landmarks"), "--fixed-landmarks", "not found")
+    expect_input_error(lambda: read_landmarks(tmp_path / "none.csv", "--fixed-landmarks"), "--fixed-landmarks", "not found")
     p = tmp_path / "binary.csv"
     p.write_bytes(bytes(range(128, 256)) * 4)
-    _expect_error(lambda: read_landmarks(p, "--fixed-landmarks"), "--fixed-landmarks", "binary.csv")
+    expect_input_error(lambda: read_landmarks(p, "--fixed-landmarks"), "--fixed-landmarks", "binary.csv")
 
 
 # ---- Slicer markups ------------------------------------------------------------------------------
@@ -145,7 +136,7 @@ def test_mrk_json_several_markups_each_with_its_own_system(tmp_path):
 def test_bad_mrk_json(tmp_path, content, words):
     p = tmp_path / "bad.mrk.json"
     p.write_text(content)
-    _expect_error(lambda: read_landmarks(p, "--fixed-landmarks"), "--fixed-landmarks", *words)
+    expect_input_error(lambda: read_landmarks(p, "--fixed-landmarks"), "--fixed-landmarks", *words)
 
 
 FCSV_HEADER = "# Markups fiducial file version = {version}\n# CoordinateSystem = {system}\n# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
@@ -185,12 +176,12 @@ def test_fcsv_without_coordinate_system_line_is_ras(tmp_path):
 def test_bad_fcsv(tmp_path, body, words):
     p = tmp_path / "bad.fcsv"
     p.write_text(FCSV_HEADER.format(version="5.6", system="LPS") + body)
-    _expect_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", *words)
+    expect_input_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", *words)
 
 
 def test_fcsv_unknown_coordinate_system_is_rejected(tmp_path):
     p = _fcsv(tmp_path / "ijk.fcsv", POINTS, "IJK")
-    _expect_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", "IJK")
+    expect_input_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", "IJK")
 
 
 # ---- writing and pairs -------------------------------------------------------------------------------
@@ -209,7 +200,7 @@ def test_write_then_read_is_exact(tmp_path, rng):
 
 def test_check_landmark_pair(rng):
     check_landmark_pair(rng.normal(size=(4, 3)), rng.normal(size=(4, 3)))  # same count: no error
-    message = _expect_error(
+    message = expect_input_error(
         lambda: check_landmark_pair(rng.normal(size=(5, 3)), rng.normal(size=(3, 3))), "--moving-landmarks", "3", "5"
     )
     assert message.index("3") < message.index("5")  # "has 3 ... fixed list has 5"

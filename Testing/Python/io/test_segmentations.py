@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import oblique_grid
 
+from conftest import expect_input_error
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.io.segmentations import Segmentation, match_segmentations, read_segmentation
@@ -73,16 +74,6 @@ def _multi_layer_seg(path, names=("Rectum", "Prostate", "Bladder")):
     return _write(np.stack([layer0, layer1], axis=-1), path, meta, is_vector=True)
 
 
-def _expect_error(call, argument: str, *words: str) -> str:
-    with pytest.raises(InputError) as err:
-        call()
-    message = str(err.value)
-    assert message.startswith(f"{argument}: "), message
-    for word in words:
-        assert word in message, message
-    return message
-
-
 # ---- plain label maps --------------------------------------------------------------------------
 def test_plain_label_map(tmp_path):
     arr = _labelmap({"prostate": 1, "bladder": 2, "rectum": 5})
@@ -106,28 +97,28 @@ def test_non_integer_float_label_map_is_rejected(tmp_path):
     arr = _labelmap({"prostate": 1, "bladder": 2}).astype(np.float32)
     arr[_masks()["bladder"]] = 2.5
     path = _write(arr, tmp_path / "prob.nrrd")
-    _expect_error(lambda: read_segmentation(path, "--moving-seg"), "--moving-seg", "non-integer", "prob.nrrd")
+    expect_input_error(lambda: read_segmentation(path, "--moving-seg"), "--moving-seg", "non-integer", "prob.nrrd")
 
 
 def test_empty_label_map_is_rejected(tmp_path):
     path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "empty.nrrd")
-    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
 
 
 def test_negative_labels_are_rejected(tmp_path):
     arr = _labelmap({"prostate": 1, "bladder": -2}, dtype=np.int16)
     path = _write(arr, tmp_path / "neg.nrrd")
-    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "negative", "-2")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "negative", "-2")
 
 
 def test_two_d_label_map_is_rejected(tmp_path):
     path = tmp_path / "slice.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 6), np.uint8)), str(path))
-    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "2-D")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "2-D")
 
 
 def test_missing_segmentation_file(tmp_path):
-    _expect_error(lambda: read_segmentation(tmp_path / "nope.seg.nrrd", "--fixed-seg"), "--fixed-seg", "not found")
+    expect_input_error(lambda: read_segmentation(tmp_path / "nope.seg.nrrd", "--fixed-seg"), "--fixed-seg", "not found")
 
 
 # ---- Slicer .seg.nrrd ----------------------------------------------------------------------------
@@ -193,12 +184,12 @@ def test_overlapping_segments_on_different_layers_are_rejected(tmp_path):
     layer1 = (masks["prostate"] | masks["bladder"]).astype(np.uint8)  # "urethra" inside the prostate
     meta = _segment_metadata([("Prostate", 1, 0), ("Urethra", 1, 1)])
     path = _write(np.stack([layer0, layer1], axis=-1), tmp_path / "overlap.seg.nrrd", meta, is_vector=True)
-    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "overlap")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "overlap")
 
 
 def test_empty_seg_nrrd_is_rejected(tmp_path):
     path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "e.seg.nrrd", _segment_metadata([("Prostate", 1, 0)]))
-    _expect_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
 
 
 # ---- matching -----------------------------------------------------------------------------------
@@ -230,7 +221,7 @@ def test_match_by_name_missing_segment_names_it(tmp_path):
     fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd"), "--fixed-seg")
     order = (("Prostate", 1, "prostate"), ("Bladder", 2, "bladder"), ("Urethra", 3, "rectum"))
     moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd", order), "--moving-seg")
-    message = _expect_error(lambda: match_segmentations(fixed, moving), "--moving-seg", "Rectum", "Urethra")
+    message = expect_input_error(lambda: match_segmentations(fixed, moving), "--moving-seg", "Rectum", "Urethra")
     assert "Prostate" not in message and "Bladder" not in message
 
 
@@ -238,7 +229,7 @@ def test_match_by_name_segment_only_in_moving_names_fixed_argument(tmp_path):
     order_f = (("Prostate", 1, "prostate"), ("Bladder", 2, "bladder"))
     fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order_f), "--fixed-seg")
     moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd"), "--moving-seg")
-    _expect_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "Rectum", "moving only")
+    expect_input_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "Rectum", "moving only")
 
 
 def test_match_by_value_for_plain_label_maps(tmp_path):
@@ -259,11 +250,11 @@ def test_match_by_value_label_in_one_only_is_listed(tmp_path, fixed_labels, movi
     m = _labelmap({keys[n]: v for n, v in enumerate(moving_labels)})
     fixed = read_segmentation(_write(f, tmp_path / "f.nrrd"), "--fixed-seg")
     moving = read_segmentation(_write(m, tmp_path / "m.nrrd"), "--moving-seg")
-    _expect_error(lambda: match_segmentations(fixed, moving), "--moving-seg", listed)
+    expect_input_error(lambda: match_segmentations(fixed, moving), "--moving-seg", listed)
 
 
 def test_duplicate_segment_names_are_rejected(tmp_path):
     order = (("Prostate", 1, "prostate"), ("prostate", 2, "bladder"), ("Rectum", 3, "rectum"))
     fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order), "--fixed-seg")
     moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd"), "--moving-seg")
-    _expect_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "prostate", "unique")
+    expect_input_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "prostate", "unique")

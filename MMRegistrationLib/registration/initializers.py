@@ -72,6 +72,7 @@ def rigid_mask_init(
     initial: Optional[AffineTransform] = None,
     labels: Optional[Sequence[int]] = None,
     label_weights: Optional[dict] = None,
+    context_weight: float = 0.25,
     levels_mm: Sequence[float] = (4.0, 2.0),
     band_mm: float = 12.0,
     start_angles_deg: float = 15.0,
@@ -91,6 +92,9 @@ def rigid_mask_init(
     Args:
         fixed_seg, moving_seg: label maps whose common labels correspond.
         labels: labels to use (default: all labels present in both).
+        label_weights: explicit weight per label; by default the prostate (label 1, else the first label)
+            weighs 1 and every other (context) structure ``context_weight``: the gland is the target, while
+            bladder, rectum and bone deform more between MR and TRUS but pin down the gland's rotation.
         band_mm: only fixed points within this distance of a fixed surface contribute.
         max_points: at most this many band points per level (a seeded random subset).
 
@@ -108,7 +112,9 @@ def rigid_mask_init(
         raise InputError(
             "--init", "the fixed and moving masks do not overlap after initialisation; use --init com (centre of mass)"
         )
-    weights = torch.tensor([float((label_weights or {}).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
+    primary = 1 if 1 in labels else labels[0]
+    default_weight = {lab: (1.0 if lab == primary else float(context_weight)) for lab in labels}
+    weights = torch.tensor([float((label_weights or default_weight).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
     center = torch.tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64)
     # the 6 parameters and the 4x4 algebra stay float64 on the CPU (MPS has no float64); points go to `device`
     init_m = torch.tensor(initial.matrix, dtype=torch.float64)

@@ -87,6 +87,7 @@ register_method(
         "rigid alignment of the masks' signed distance maps",
         (
             MethodOption("band_mm", float, 12.0, "only fixed points within this distance (mm) of a surface count"),
+            MethodOption("context_weight", float, 0.25, "weight of structures other than the prostate (label 1)"),
             MethodOption("start_angles_deg", float, 15.0, "extra starting rotations (+-deg about each axis); 0 = one start"),
             MethodOption("iterations", int, 60, "L-BFGS iterations per start and level"),
         ),

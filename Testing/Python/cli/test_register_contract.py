@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from analytic_case import TRUE, write_case
+from analytic_case import TRUE, write_case, write_seg_nrrd
 from MMRegistrationLib.cli.main import main
 from MMRegistrationLib.core.errors import Cancelled
 from MMRegistrationLib.registration.pipeline import load_inputs, register_files, run_registration
@@ -143,3 +143,19 @@ def test_module_entry_point_and_console_script():
     if script.exists():
         out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
         assert out.returncode == 0 and "mmreg" in out.stdout
+
+
+def test_slicer_seg_nrrd_segments_are_matched_by_name(case, tmp_path):
+    """Segment values differ between the two files; names decide the correspondence."""
+    from MMRegistrationLib.io.images import read_image
+
+    names = {1: "Prostate", 2: "Bladder", 3: "Rectum"}
+    fixed = write_seg_nrrd(read_image(case["fixed_seg"]), names, tmp_path / "f.seg.nrrd")
+    moving = write_seg_nrrd(read_image(case["moving_seg"]), {1: "prostate ", 2: "BLADDER", 3: "Rectum"},
+                            tmp_path / "m.seg.nrrd", relabel={1: 3, 3: 1})
+    args = args_for(case, tmp_path / "out", landmarks=False)
+    args[args.index("--fixed-seg") + 1] = fixed
+    args[args.index("--moving-seg") + 1] = moving
+    assert main(args) == 0
+    dice = json.loads((tmp_path / "out" / "result.json").read_text())["metrics"]["after"]["dice"]
+    assert set(dice) == {"Prostate", "Bladder", "Rectum"} and min(dice.values()) > 0.9

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from analytic_case import slicer_segment_metadata
 from conftest import oblique_grid
 
 from conftest import expect_input_error
@@ -43,24 +44,9 @@ def _write(array: np.ndarray, path, metadata: dict | None = None, is_vector: boo
     return path
 
 
-def _segment_metadata(segments) -> dict:
-    """Slicer's per-segment keys; ``segments`` = [(name, label value, layer), ...]."""
-    meta = {}
-    for n, (name, value, layer) in enumerate(segments):
-        meta[f"Segment{n}_ID"] = f"Segment_{n + 1}"
-        meta[f"Segment{n}_Name"] = name
-        meta[f"Segment{n}_LabelValue"] = str(value)
-        meta[f"Segment{n}_Layer"] = str(layer)
-        meta[f"Segment{n}_Color"] = "0.5 0.6 0.7"
-        meta[f"Segment{n}_Extent"] = "0 13 0 11 0 9"
-    meta["Segmentation_MasterRepresentation"] = "Binary labelmap"
-    meta["Segmentation_ContainedRepresentationNames"] = "Binary labelmap|"
-    return meta
-
-
 def _single_layer_seg(path, order=(("Prostate", 5, "prostate"), ("Bladder", 3, "bladder"), ("Rectum", 7, "rectum"))):
     arr = _labelmap({key: value for _, value, key in order})
-    return _write(arr, path, _segment_metadata([(name, value, 0) for name, value, _ in order]))
+    return _write(arr, path, slicer_segment_metadata([(name, value, 0) for name, value, _ in order]))
 
 
 def _multi_layer_seg(path, names=("Rectum", "Prostate", "Bladder")):
@@ -70,7 +56,7 @@ def _multi_layer_seg(path, names=("Rectum", "Prostate", "Bladder")):
     layer0[masks["rectum"]] = 1
     layer0[masks["prostate"]] = 2
     layer1 = masks["bladder"].astype(np.uint8)
-    meta = _segment_metadata([(names[0], 1, 0), (names[1], 2, 0), (names[2], 1, 1)])
+    meta = slicer_segment_metadata([(names[0], 1, 0), (names[1], 2, 0), (names[2], 1, 1)])
     return _write(np.stack([layer0, layer1], axis=-1), path, meta, is_vector=True)
 
 
@@ -171,7 +157,7 @@ def test_seg_nrrd_with_layers_on_a_fourth_axis(tmp_path):
         part.CopyInformation(ref)
         parts.append(part)
     four = sitk.JoinSeries(parts)
-    for key, value in _segment_metadata([("Rectum", 1, 0), ("Prostate", 2, 0), ("Bladder", 1, 1)]).items():
+    for key, value in slicer_segment_metadata([("Rectum", 1, 0), ("Prostate", 2, 0), ("Bladder", 1, 1)]).items():
         four.SetMetaData(key, value)
     sitk.WriteImage(four, str(tmp_path / "four.seg.nrrd"))
     assert sitk.ReadImage(str(tmp_path / "four.seg.nrrd")).GetDimension() == 4
@@ -182,13 +168,13 @@ def test_overlapping_segments_on_different_layers_are_rejected(tmp_path):
     masks = _masks()
     layer0 = masks["prostate"].astype(np.uint8)
     layer1 = (masks["prostate"] | masks["bladder"]).astype(np.uint8)  # "urethra" inside the prostate
-    meta = _segment_metadata([("Prostate", 1, 0), ("Urethra", 1, 1)])
+    meta = slicer_segment_metadata([("Prostate", 1, 0), ("Urethra", 1, 1)])
     path = _write(np.stack([layer0, layer1], axis=-1), tmp_path / "overlap.seg.nrrd", meta, is_vector=True)
     expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "overlap")
 
 
 def test_empty_seg_nrrd_is_rejected(tmp_path):
-    path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "e.seg.nrrd", _segment_metadata([("Prostate", 1, 0)]))
+    path = _write(np.zeros(GRID.shape, np.uint8), tmp_path / "e.seg.nrrd", slicer_segment_metadata([("Prostate", 1, 0)]))
     expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "empty")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.errors import InputError, MMRegError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
@@ -115,7 +115,7 @@ def rigid_mask_init(
     primary = 1 if 1 in labels else labels[0]
     default_weight = {lab: (1.0 if lab == primary else float(context_weight)) for lab in labels}
     weights = torch.tensor([float((label_weights or default_weight).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
-    center = torch.tensor(center_of_mass_mm(fixed_seg, labels[0] if labels[0] == 1 else None), dtype=torch.float64)
+    center = torch.tensor(center_of_mass_mm(fixed_seg, primary), dtype=torch.float64)
     # the 6 parameters and the 4x4 algebra stay float64 on the CPU (MPS has no float64); points go to `device`
     init_m = torch.tensor(initial.matrix, dtype=torch.float64)
     rot_scale = 50.0  # mm per radian: puts rotation and translation parameters on comparable scales
@@ -164,6 +164,7 @@ def rigid_mask_init(
             )
 
             def closure():
+                monitor.check("rigid-mask")
                 opt.zero_grad()
                 loss = loss_fn(p)
                 loss.backward()
@@ -175,6 +176,8 @@ def rigid_mask_init(
             if np.isfinite(value) and value < best_loss:
                 best, best_loss = p.detach().cpu().clone(), value
             monitor.report((level + (n + 1) / len(starts)) / len(levels_mm), f"rigid-mask level {level + 1}")
+        if not np.isfinite(best_loss):
+            raise MMRegError("rigid-mask: the distance-map loss is not finite; check the segmentations' geometry")
         params = best
 
     a, b = point_map(params)

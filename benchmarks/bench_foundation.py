@@ -185,8 +185,8 @@ def main() -> int:
         "offsets up to 20 deg / 10 mm": bench_rigid(max(1, args.cases // 2), 20.0, 10.0, first_seed=100),
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "foundation.json").write_text(json.dumps(res, indent=2))
-    (OUT / "foundation.md").write_text(markdown(res))
+    (OUT / "foundation.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    (OUT / "foundation.md").write_text(markdown(res), encoding="utf-8")
     print(markdown(res))
     return 0
 

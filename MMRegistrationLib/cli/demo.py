@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
     case_json = paths["case"]
     if case_json.is_file() and not inputs.label_names:
-        names = json.loads(case_json.read_text()).get("labels", {})
+        names = json.loads(case_json.read_text(encoding="utf-8")).get("labels", {})
         inputs = dataclasses.replace(inputs, label_names={int(k): v for k, v in names.items()})
     result, record = run_registration(method, inputs, seed=args.seed, device=args.device, progress=ProgressPrinter(args.quiet))
     if paths["ground_truth"].is_file():

@@ -116,7 +116,7 @@ def write_landmarks_csv(points: np.ndarray, path: str | os.PathLike) -> Path:
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["x", "y", "z"])
             writer.writerows([[repr(float(v)) for v in p] for p in points])

@@ -187,7 +187,7 @@ def write_outputs(
         )
         if t_start is not None:
             record["wall_seconds"]["total"] = time.perf_counter() - t_start
-        (tmp / "result.json").write_text(json.dumps(_jsonable(record), indent=2))
+        (tmp / "result.json").write_text(json.dumps(_jsonable(record), indent=2), encoding="utf-8")
     return record
 
 

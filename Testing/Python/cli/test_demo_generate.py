@@ -36,7 +36,7 @@ def test_bundled_sample_case_is_complete_and_small():
 def test_demo_writes_outputs_and_improves_alignment(demo_run, capsys):
     names = {p.name for p in demo_run.iterdir()}
     assert {"transform.h5", "warped_moving.nrrd", "warped_moving_seg.nrrd", "result.json", "demo.png"} <= names
-    record = json.loads((demo_run / "result.json").read_text())
+    record = json.loads((demo_run / "result.json").read_text(encoding="utf-8"))
     assert record["method"] == "rigid-mask"
     before, after = record["metrics"]["before"], record["metrics"]["after"]
     assert after["dice"]["prostate"] > before["dice"]["prostate"] + 0.05
@@ -65,5 +65,5 @@ def test_generate_writes_a_case_that_registers(tmp_path):
     assert main(["register", "--method", "com", "--fixed", str(out / "fixed.nrrd"), "--moving", str(out / "moving.nrrd"),
                  "--fixed-seg", str(out / "fixed_seg.nrrd"), "--moving-seg", str(out / "moving_seg.nrrd"),
                  "--out", str(tmp_path / "reg"), "--quiet"]) == 0
-    record = json.loads((tmp_path / "reg" / "result.json").read_text())
+    record = json.loads((tmp_path / "reg" / "result.json").read_text(encoding="utf-8"))
     assert record["metrics"]["after"]["dice"]["1"] > 0.5

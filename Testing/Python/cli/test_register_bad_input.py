@@ -49,7 +49,7 @@ def bad_cases(case: dict, tmp: Path) -> dict:
     far = sitk.Image(sitk.ReadImage(case["moving_seg"]))
     far.SetOrigin(tuple(np.array(far.GetOrigin()) + [300.0, 0.0, 0.0]))
     (tmp / "garbage.nrrd").write_bytes(b"this is not an image" * 10)
-    (tmp / "short.csv").write_text("x,y,z\n1,2,3\n")
+    (tmp / "short.csv").write_text("x,y,z\n1,2,3\n", encoding="utf-8")
     return {
         "missing file": ("--fixed", str(tmp / "nope.nrrd"), [], ["--fixed", "not found"]),
         "unreadable file": ("--moving", str(tmp / "garbage.nrrd"), [], ["--moving", "cannot read"]),

@@ -82,7 +82,7 @@ def test_warped_moving_lies_on_the_fixed_grid(case, rigid_run):
 
 
 def test_result_json_describes_the_run(rigid_run):
-    record = json.loads((rigid_run / "result.json").read_text())
+    record = json.loads((rigid_run / "result.json").read_text(encoding="utf-8"))
     assert record["method"] == "rigid-mask" and record["init"] == "com" and record["seed"] == 0
     assert record["device"] in ("cpu", "cuda", "mps")
     assert record["transform_direction"].startswith("fixed->moving")
@@ -113,7 +113,7 @@ def test_same_seed_same_result(case, rigid_run, tmp_path):
 def test_failed_run_leaves_existing_output_untouched(case, rigid_run, tmp_path):
     out = tmp_path / "keep"
     out.mkdir()
-    (out / "precious.txt").write_text("x")
+    (out / "precious.txt").write_text("x", encoding="utf-8")
     bad = args_for(case, out)
     bad[bad.index("--moving") + 1] = str(tmp_path / "missing.nrrd")
     assert main(bad) == 2
@@ -157,5 +157,5 @@ def test_slicer_seg_nrrd_segments_are_matched_by_name(case, tmp_path):
     args[args.index("--fixed-seg") + 1] = fixed
     args[args.index("--moving-seg") + 1] = moving
     assert main(args) == 0
-    dice = json.loads((tmp_path / "out" / "result.json").read_text())["metrics"]["after"]["dice"]
+    dice = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))["metrics"]["after"]["dice"]
     assert set(dice) == {"Prostate", "Bladder", "Rectum"} and min(dice.values()) > 0.9

@@ -166,7 +166,7 @@ def test_folder_with_two_dicom_series_is_rejected(tmp_path, rng):
 def test_folder_without_dicom_is_rejected(tmp_path):
     folder = tmp_path / "notdicom"
     folder.mkdir()
-    (folder / "readme.txt").write_text("not an image")
+    (folder / "readme.txt").write_text("not an image", encoding="utf-8")
     with pytest.raises(InputError) as err:
         read_image(folder, "--fixed")
     assert str(err.value).startswith("--fixed:")

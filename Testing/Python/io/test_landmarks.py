@@ -19,13 +19,13 @@ FLIP = np.array([-1.0, -1.0, 1.0])
 # ---- CSV -----------------------------------------------------------------------------------------
 def test_csv_with_header(tmp_path):
     p = tmp_path / "lm.csv"
-    p.write_text("x,y,z\n1.5,-2.25,30\n-10.125,4,0.5\n0,0,-7.75\n")
+    p.write_text("x,y,z\n1.5,-2.25,30\n-10.125,4,0.5\n0,0,-7.75\n", encoding="utf-8")
     np.testing.assert_array_equal(read_landmarks(p, "--fixed-landmarks"), POINTS)
 
 
 def test_csv_without_header(tmp_path):
     p = tmp_path / "lm.txt"
-    p.write_text("1.5, -2.25, 30\n-10.125, 4, 0.5\n\n0,0,-7.75\n")
+    p.write_text("1.5, -2.25, 30\n-10.125, 4, 0.5\n\n0,0,-7.75\n", encoding="utf-8")
     pts = read_landmarks(p, "--fixed-landmarks")
     assert pts.shape == (3, 3) and pts.dtype == np.float64
     np.testing.assert_array_equal(pts, POINTS)
@@ -33,7 +33,7 @@ def test_csv_without_header(tmp_path):
 
 def test_csv_with_extra_columns_uses_named_columns(tmp_path):
     p = tmp_path / "lm.csv"
-    p.write_text("label,z,x,y,comment\nA,30,1.5,-2.25,apex\nB,0.5,-10.125,4,base\nC,-7.75,0,0,\n")
+    p.write_text("label,z,x,y,comment\nA,30,1.5,-2.25,apex\nB,0.5,-10.125,4,base\nC,-7.75,0,0,\n", encoding="utf-8")
     np.testing.assert_array_equal(read_landmarks(p, "--fixed-landmarks"), POINTS)
 
 
@@ -57,7 +57,7 @@ def test_csv_header_case_comment_lines_and_bom(tmp_path):
 )
 def test_bad_csv(tmp_path, text, words):
     p = tmp_path / "bad.csv"
-    p.write_text(text)
+    p.write_text(text, encoding="utf-8")
     expect_input_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", "bad.csv", *words)
 
 
@@ -100,7 +100,7 @@ def _mrk_json(path, points, system="RAS", extra_markup=None):
         ]
         + ([extra_markup] if extra_markup else []),
     }
-    path.write_text(json.dumps(doc, indent=4))
+    path.write_text(json.dumps(doc, indent=4), encoding="utf-8")
     return path
 
 
@@ -135,7 +135,7 @@ def test_mrk_json_several_markups_each_with_its_own_system(tmp_path):
 )
 def test_bad_mrk_json(tmp_path, content, words):
     p = tmp_path / "bad.mrk.json"
-    p.write_text(content)
+    p.write_text(content, encoding="utf-8")
     expect_input_error(lambda: read_landmarks(p, "--fixed-landmarks"), "--fixed-landmarks", *words)
 
 
@@ -147,7 +147,7 @@ def _fcsv(path, points, system, version="5.6"):
         f"vtkMRMLMarkupsFiducialNode_{n},{float(p[0])!r},{float(p[1])!r},{float(p[2])!r},0,0,0,1,1,1,0,F-{n + 1},\"a, quoted description\",vtkMRMLScalarVolumeNode1"
         for n, p in enumerate(points)
     ]
-    path.write_text(FCSV_HEADER.format(version=version, system=system) + "\n".join(rows) + "\n")
+    path.write_text(FCSV_HEADER.format(version=version, system=system) + "\n".join(rows) + "\n", encoding="utf-8")
     return path
 
 
@@ -164,7 +164,7 @@ def test_fcsv_coordinate_systems(tmp_path, system, stored_as):
 def test_fcsv_without_coordinate_system_line_is_ras(tmp_path):
     p = tmp_path / "old.fcsv"
     rows = [f"{n},{q[0]},{q[1]},{q[2]},0,0,0,1,1,1,0,F-{n},," for n, q in enumerate(POINTS * FLIP)]
-    p.write_text("# Markups fiducial file version = 4.4\n" + "\n".join(rows) + "\n")
+    p.write_text("# Markups fiducial file version = 4.4\n" + "\n".join(rows) + "\n", encoding="utf-8")
     np.testing.assert_array_equal(read_landmarks(p, "lm"), POINTS)
 
 
@@ -175,7 +175,7 @@ def test_fcsv_without_coordinate_system_line_is_ras(tmp_path):
 )
 def test_bad_fcsv(tmp_path, body, words):
     p = tmp_path / "bad.fcsv"
-    p.write_text(FCSV_HEADER.format(version="5.6", system="LPS") + body)
+    p.write_text(FCSV_HEADER.format(version="5.6", system="LPS") + body, encoding="utf-8")
     expect_input_error(lambda: read_landmarks(p, "--moving-landmarks"), "--moving-landmarks", *words)
 
 
@@ -192,7 +192,7 @@ def test_write_then_read_is_exact(tmp_path, rng):
     path = write_landmarks_csv(points, tmp_path / "out.csv")
     assert path == tmp_path / "out.csv"
     assert os.listdir(tmp_path) == ["out.csv"]
-    assert path.read_text().splitlines()[0] == "x,y,z"
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "x,y,z"
     back = read_landmarks(path, "lm")
     assert back.dtype == np.float64
     np.testing.assert_array_equal(back, points)  # bit-exact

@@ -277,7 +277,7 @@ def test_read_transform_unknown_text_transform_type(tmp_path):
     path = tmp_path / "unknown.tfm"
     path.write_text(
         "#Insight Transform File V1.0\n#Transform 0\nTransform: NoSuchTransform_double_3_3\nParameters: 1 2 3\nFixedParameters: \n"
-    )
+    , encoding="utf-8")
     with pytest.raises(InputError) as err:
         read_transform(path, "--initial-transform")
     assert str(err.value).startswith("--initial-transform: ")
@@ -287,7 +287,7 @@ def test_read_transform_unknown_type_message_names_that_type(tmp_path):
     path = tmp_path / "unknown.tfm"
     path.write_text(
         "#Insight Transform File V1.0\n#Transform 0\nTransform: NoSuchTransform_double_3_3\nParameters: 1 2 3\nFixedParameters: \n"
-    )
+    , encoding="utf-8")
     with pytest.raises(InputError) as err:
         read_transform(path, "--initial-transform")
     assert "NoSuchTransform_double_3_3" in str(err.value)

@@ -176,7 +176,7 @@ def test_write_case_files_round_trip(small_case, tmp_path):
         assert np.allclose(np.reshape(img.GetDirection(), (3, 3)), ref.grid.direction)
 
     for name in ("fixed_landmarks", "moving_landmarks"):
-        lines = paths[name].read_text().strip().splitlines()
+        lines = paths[name].read_text(encoding="utf-8").strip().splitlines()
         assert lines[0] == "x,y,z"
         values = np.loadtxt(paths[name], delimiter=",", skiprows=1, ndmin=2)
         assert np.allclose(values, getattr(small_case, name), atol=1e-6)
@@ -185,7 +185,7 @@ def test_write_case_files_round_trip(small_case, tmp_path):
     mapped = np.array([tx.TransformPoint(tuple(float(v) for v in p)) for p in small_case.fixed_landmarks])
     assert np.abs(mapped - small_case.moving_landmarks).max() < 0.01
 
-    meta = json.loads(paths["case"].read_text())
+    meta = json.loads(paths["case"].read_text(encoding="utf-8"))
     assert meta["labels"] == {"1": "prostate", "2": "bladder", "3": "rectum", "4": "pubic_bone"}
     assert SyntheticCaseConfig.from_dict(meta["config"]) == small_case.config
     assert meta["num_landmarks"] == len(small_case.fixed_landmarks)
@@ -198,7 +198,7 @@ def test_write_case_replaces_a_previous_case_but_not_foreign_folders(small_case,
     assert sorted(p.name for p in out.iterdir()) == sorted(CASE_FILES.values())
     foreign = tmp_path / "mine"
     foreign.mkdir()
-    (foreign / "notes.txt").write_text("keep me")
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(InputError, match="out_dir"):
         write_case(small_case, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

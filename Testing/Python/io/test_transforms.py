@@ -273,22 +273,14 @@ def test_read_transform_garbage_file(tmp_path, rng, name):
     assert name in message
 
 
-def test_read_transform_unknown_text_transform_type(tmp_path):
-    path = tmp_path / "unknown.tfm"
-    path.write_text(
-        "#Insight Transform File V1.0\n#Transform 0\nTransform: NoSuchTransform_double_3_3\nParameters: 1 2 3\nFixedParameters: \n"
-    , encoding="utf-8")
-    with pytest.raises(InputError) as err:
-        read_transform(path, "--initial-transform")
-    assert str(err.value).startswith("--initial-transform: ")
-
-
 def test_read_transform_unknown_type_message_names_that_type(tmp_path):
     path = tmp_path / "unknown.tfm"
     path.write_text(
-        "#Insight Transform File V1.0\n#Transform 0\nTransform: NoSuchTransform_double_3_3\nParameters: 1 2 3\nFixedParameters: \n"
-    , encoding="utf-8")
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: NoSuchTransform_double_3_3\nParameters: 1 2 3\nFixedParameters: \n",
+        encoding="utf-8",
+    )
     with pytest.raises(InputError) as err:
         read_transform(path, "--initial-transform")
+    assert str(err.value).startswith("--initial-transform: ")
     assert "NoSuchTransform_double_3_3" in str(err.value)
     assert "VersorTransform_float_3_3" not in str(err.value)

@@ -69,8 +69,9 @@ def parent_to_world_matrix_ras(node) -> np.ndarray:
 
 
 # ---- volumes ------------------------------------------------------------------------------------------
-def image_from_volume(node, argument: str = "volume") -> Image:
-    """Engine :class:`Image` (LPS, array copied) of a scalar or labelmap volume node, in world geometry."""
+def image_from_volume(node, argument: str = "volume", include_parent_transform: bool = True) -> Image:
+    """Engine :class:`Image` (LPS, array copied) of a scalar or labelmap volume node, in world geometry
+    (``include_parent_transform=False``: in the node's local coordinates, ignoring parent transforms)."""
     if node is None or node.GetImageData() is None:
         raise ValueError(f"{argument}: no volume (or a volume without image data) was given")
     if node.GetImageData().GetNumberOfScalarComponents() != 1:
@@ -80,7 +81,8 @@ def image_from_volume(node, argument: str = "volume") -> Image:
         raise ValueError(f"{argument}: {_node_label(node)} is not a 3-D volume")
     ijk_to_ras = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(ijk_to_ras)
-    world_ras = parent_to_world_matrix_ras(node) @ _array_from_vtk_matrix(ijk_to_ras)
+    parent = parent_to_world_matrix_ras(node) if include_parent_transform else np.eye(4)
+    world_ras = parent @ _array_from_vtk_matrix(ijk_to_ras)
     return Image(array, Grid(array.shape, FLIP @ world_ras))
 
 
@@ -104,13 +106,15 @@ def segment_names(segmentation_node) -> dict:
 
 def labelmap_from_segmentation(
     segmentation_node, scene, segment_ids: Optional[Sequence[str]] = None, reference_volume=None,
-    argument: str = "segmentation",
+    argument: str = "segmentation", include_parent_transform: bool = True,
 ) -> tuple:
     """Export segments into one engine label map (values 1..N in ``segment_ids`` order).
 
     Args:
         segment_ids: segments to export (default: all, in order).
         reference_volume: geometry to export on (default: the segmentation's own labelmap geometry).
+        include_parent_transform: fold the node's linear parent transforms into the geometry (world, what the
+            user sees); False gives the node's local coordinates (e.g. when the parent is evaluated separately).
 
     Returns:
         ``(Image, {value: segment name})``. Raises ValueError naming ``argument`` for no or empty segments.
@@ -134,11 +138,12 @@ def labelmap_from_segmentation(
         )
         if not ok or temporary.GetImageData() is None:
             raise ValueError(f"{argument}: {_node_label(segmentation_node)} could not be exported (are all segments empty?)")
-        image = image_from_volume(temporary, argument)
+        image = image_from_volume(temporary, argument, include_parent_transform=False)  # export copies the parent
     finally:
         scene.RemoveNode(temporary)
-    world = parent_to_world_matrix_ras(segmentation_node)  # the exported labelmap has no parent: add it back
-    image = Image(image.array, Grid(image.grid.shape, FLIP @ world @ FLIP @ image.grid.affine))
+    if include_parent_transform:  # the exported labelmap has no parent: add it back
+        world = parent_to_world_matrix_ras(segmentation_node)
+        image = Image(image.array, Grid(image.grid.shape, FLIP @ world @ FLIP @ image.grid.affine))
     values = {n + 1: names[sid] for n, sid in enumerate(ids)}
     present = set(np.unique(image.array).tolist())
     empty = [name for value, name in values.items() if value not in present]
@@ -290,6 +295,7 @@ def engine_transform_from_node(node, reference: Optional[Grid] = None, argument:
     vtk_points = vtk.vtkPoints()
     vtk_points.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(points_lps @ FLIP3), deep=True))
     mapped = vtk.vtkPoints()
+    mapped.SetDataTypeToDouble()
     general.TransformPoints(vtk_points, mapped)
     moved_lps = numpy_support.vtk_to_numpy(mapped.GetData()).astype(np.float64) @ FLIP3
     displacement = (moved_lps - points_lps).reshape(*reference.shape, 3)

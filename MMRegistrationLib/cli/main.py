@@ -11,7 +11,7 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import demo, generate, register
+    from MMRegistrationLib.cli import demo, evaluate, generate, register
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_parser(sub)
     demo.add_parser(sub)
     generate.add_parser(sub)
+    evaluate.add_parser(sub)
     methods = sub.add_parser("methods", help="list registration methods and their options")
     methods.set_defaults(func=_list_methods)
     return parser

@@ -127,14 +127,26 @@ def run_registration(
 
 
 def compute_metrics(inputs: RegistrationInputs, transform: Optional[SpatialTransform]) -> dict:
-    """Dice per label (moving labels warped onto the fixed grid, nearest) and landmark TRE (mm)."""
+    """Dice, MSD, HD95 and HD per label name (moving labels warped onto the fixed grid, nearest) and landmark TRE
+    (mm), all from :func:`MMRegistrationLib.evaluation.evaluate_case` (the one implementation of the metrics).
+
+    Returns ``{"dice": {name: v}, "msd_mm": {name: v}, "hd95_mm": {name: v}, "hd_mm": {name: v}}`` (NaN for an
+    undefined distance) plus the TRE keys of :func:`target_registration_error_mm` when landmarks are given.
+    """
+    from MMRegistrationLib.evaluation.case import evaluate_case
+    from MMRegistrationLib.evaluation.checks import landmark_errors
+
     metrics: dict = {}
     if inputs.has_segmentations:
-        warped = resample_labels(inputs.moving_seg, inputs.fixed_seg.grid, transform)
-        dice = dice_per_label(inputs.fixed_seg.array, warped.array, inputs.fixed_seg.labels())
-        metrics["dice"] = {inputs.label_names.get(k, str(k)): v for k, v in dice.items()}
-    if inputs.fixed_landmarks is not None:
-        metrics.update(target_registration_error_mm(transform, inputs.fixed_landmarks, inputs.moving_landmarks))
+        ev = evaluate_case(inputs.fixed_seg, inputs.moving_seg, transform, inputs.label_names,
+                           inputs.fixed_landmarks, inputs.moving_landmarks, jacobian=False)
+        for key in ("dice", "msd_mm", "hd95_mm", "hd_mm"):
+            metrics[key] = {row["name"]: row[key] for row in ev.rows}
+        tre = ev.tre
+    else:
+        tre = landmark_errors(transform, inputs.fixed_landmarks, inputs.moving_landmarks)
+    if tre is not None:
+        metrics.update(tre)
     return metrics
 
 

@@ -1,0 +1,243 @@
+"""Registration Evaluation: Dice, surface distances (MSD, HD95), landmark TRE and Jacobian of any transform.
+
+A thin module: the GUI-free logic is ``MMRegistrationSlicerLib.evaluation_logic`` (tested on slicer-core),
+the metrics are the engine's (``MMRegistrationLib.evaluation``), the same code as ``mmreg evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import qt
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+class RegistrationEvaluation(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Registration Evaluation"
+        self.parent.categories = ["Registration.MMRegistration"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.helpText = (
+            "Evaluate a registration: the moving segmentation is mapped onto the fixed one through the chosen "
+            "transform (any Slicer transform; by default the moving segmentation's own parent transform) and "
+            "compared per segment (Dice, mean symmetric surface distance, HD95, HD in mm), with landmark TRE and "
+            "the Jacobian determinant of the transform. Segments are matched by name; edit the mapping if needed."
+        )
+        self.parent.acknowledgementText = "Part of the MMRegistration extension for MR-TRUS registration."
+
+
+@parameterNodeWrapper
+class RegistrationEvaluationParameterNode:
+    fixedSegmentation: vtkMRMLSegmentationNode
+    movingSegmentation: vtkMRMLSegmentationNode
+    transform: vtkMRMLTransformNode
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode
+    movingLandmarks: vtkMRMLMarkupsFiducialNode
+    outputTable: vtkMRMLTableNode
+    jacobianVolume: vtkMRMLScalarVolumeNode
+
+
+class RegistrationEvaluationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._evaluation = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/RegistrationEvaluation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = RegistrationEvaluationLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
+        self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[RegistrationEvaluationParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if not (p and p.fixedSegmentation and p.movingSegmentation):
+            self.ui.applyButton.toolTip = "Select the fixed and the moving segmentation"
+            self.ui.applyButton.enabled = False
+        elif p.fixedSegmentation == p.movingSegmentation:
+            self.ui.applyButton.toolTip = "Fixed and moving segmentation must not be the same"
+            self.ui.applyButton.enabled = False
+        elif bool(p.fixedLandmarks) != bool(p.movingLandmarks):
+            self.ui.applyButton.toolTip = "Select both landmark lists for TRE, or neither"
+            self.ui.applyButton.enabled = False
+        else:
+            self.ui.applyButton.toolTip = "Compute the metrics"
+            self.ui.applyButton.enabled = True
+
+    def updateMapping(self, node=None) -> None:
+        """Fill the fixed -> moving segment mapping table (matched by name; each row editable)."""
+        from MMRegistrationSlicerLib import bridge
+        from MMRegistrationSlicerLib.evaluation_logic import match_segments_by_name
+
+        table = self.ui.mappingTable
+        table.setRowCount(0)
+        fixed, moving = self.ui.fixedSegmentationSelector.currentNode(), self.ui.movingSegmentationSelector.currentNode()
+        if not fixed or not moving:
+            return
+        moving_names = bridge.segment_names(moving)
+        default = match_segments_by_name(fixed, moving)
+        for row, (fixed_id, fixed_name) in enumerate(bridge.segment_names(fixed).items()):
+            table.insertRow(row)
+            item = qt.QTableWidgetItem(fixed_name)
+            item.setData(qt.Qt.UserRole, fixed_id)
+            table.setItem(row, 0, item)
+            combo = qt.QComboBox()
+            combo.addItem("(not evaluated)", "")
+            for moving_id, moving_name in moving_names.items():
+                combo.addItem(moving_name, moving_id)
+            combo.setCurrentIndex(max(0, combo.findData(default.get(fixed_id, ""))))
+            table.setCellWidget(row, 1, combo)
+
+    def currentMapping(self) -> dict:
+        table = self.ui.mappingTable
+        mapping = {}
+        for row in range(table.rowCount):
+            moving_id = table.cellWidget(row, 1).currentData
+            if moving_id:
+                mapping[table.item(row, 0).data(qt.Qt.UserRole)] = moving_id
+        return mapping
+
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
+            p = self._parameterNode
+            if not p.outputTable:
+                p.outputTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "Registration evaluation")
+            self._evaluation = self.logic.process(
+                p.fixedSegmentation, p.movingSegmentation, p.transform, self.currentMapping() or None,
+                p.fixedLandmarks, p.movingLandmarks, p.outputTable, p.jacobianVolume,
+                progress=lambda fraction, message: slicer.app.processEvents(),
+            )
+            self.ui.saveReportButton.enabled = True
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(p.outputTable.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+
+    def onSaveReport(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the evaluation report (CSV, JSON, PNG)")
+        if not folder or self._evaluation is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Saving the report failed.", waitCursor=True):
+            paths = self.logic.saveReport(self._evaluation, folder)
+            slicer.util.infoDisplay("Report written:\n" + "\n".join(str(p) for p in paths.values()))
+
+
+class RegistrationEvaluationLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side wrapper of the GUI-free logic (``MMRegistrationSlicerLib.evaluation_logic``)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._logic = None
+
+    def getParameterNode(self):
+        return RegistrationEvaluationParameterNode(super().getParameterNode())
+
+    def process(self, fixedSegmentation, movingSegmentation, transform=None, segmentMapping=None,
+                fixedLandmarks=None, movingLandmarks=None, outputTable=None, jacobianVolume=None,
+                progress=None, cancel=None):
+        """Evaluate; raises ValueError on bad input. Returns the engine's CaseEvaluation."""
+        from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
+
+        ensure_engine_dependencies()
+        from MMRegistrationSlicerLib.evaluation_logic import RegistrationEvaluationLogic as Logic
+
+        self._logic = Logic(slicer.mrmlScene)
+        evaluation = self._logic.process(
+            fixedSegmentation, movingSegmentation, transform, segmentMapping, fixedLandmarks, movingLandmarks,
+            outputTable, jacobianVolume, progress, cancel,
+        )
+        logging.info("Registration evaluation: %s", [(r["name"], round(r["dice"], 3)) for r in evaluation.rows])
+        return evaluation
+
+    def saveReport(self, evaluation, folder):
+        """CSV + JSON + PNG of the last evaluation into ``folder``."""
+        if self._logic is None:
+            raise ValueError("Run the evaluation first")
+        return self._logic.save_report(evaluation, folder)
+
+
+class RegistrationEvaluationTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer the same scenarios the pytest suite runs on slicer-core."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_evaluation_improves_with_ground_truth()
+        self.setUp()
+        self.test_evaluation_follows_the_moving_parent_transform()
+
+    def test_evaluation_improves_with_ground_truth(self):
+        from MMRegistrationSlicerLib import scenarios
+
+        scenarios.evaluation_improves_with_ground_truth(slicer.mrmlScene)
+        self.delayDisplay("Evaluation with the ground truth passed")
+
+    def test_evaluation_follows_the_moving_parent_transform(self):
+        from MMRegistrationSlicerLib import scenarios
+
+        scenarios.evaluation_follows_the_moving_parent_transform(slicer.mrmlScene)
+        self.delayDisplay("Evaluation of the moving parent transform passed")

@@ -81,6 +81,7 @@ def run_single(args: argparse.Namespace, progress) -> dict:
     from MMRegistrationLib.evaluation import evaluate_case, write_report
     from MMRegistrationLib.io import match_segmentations, read_image, read_landmarks, read_segmentation, read_transform
     from MMRegistrationLib.io.images import write_image
+    from MMRegistrationLib.io.landmarks import check_landmark_pair
     from MMRegistrationLib.visualization.evaluation_figures import evaluation_figure
 
     for name in ("fixed_seg", "moving_seg"):
@@ -107,6 +108,7 @@ def run_single(args: argparse.Namespace, progress) -> dict:
     if args.fixed_landmarks is not None:
         flm = read_landmarks(args.fixed_landmarks, "--fixed-landmarks")
         mlm = read_landmarks(args.moving_landmarks, "--moving-landmarks")
+        check_landmark_pair(flm, mlm, "--moving-landmarks")
     transform = read_transform(args.transform, "--transform") if args.transform else None
     fixed_image = read_image(args.fixed_image, "--fixed-image") if args.fixed_image else None
     try:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.evaluation.checks import check_label_map, check_same_labels, check_transform, landmark_errors
@@ -172,7 +173,10 @@ def evaluate_case(
     labels = check_same_labels(fixed, moving)
     transform = check_transform(transform)
     tre = landmark_errors(transform, fixed_landmarks, moving_landmarks)
-    names = {int(k): str(v) for k, v in (label_names or {}).items()}
+    try:
+        names = {int(k): str(v) for k, v in (label_names or {}).items()}
+    except (TypeError, ValueError, AttributeError):
+        raise InputError("label_names", "must map label values (integers) to names") from None
     seconds = {}
     t0 = time.perf_counter()
     warped = resample_labels(moving, fixed.grid, transform, progress=monitor.stage(0.0, 0.3))

@@ -69,7 +69,8 @@ def describe(values) -> dict:
         "min": float(finite.min()) if n else nan,
         "max": float(finite.max()) if n else nan,
     }
-    stats["mean_sd"] = f"{stats['mean']:.4g} ± {stats['sd']:.4g}" if n else ""
+    sd_text = f"{stats['sd']:.4g}" if n > 1 else "n/a"
+    stats["mean_sd"] = f"{stats['mean']:.4g} ± {sd_text}" if n else ""
     return stats
 
 

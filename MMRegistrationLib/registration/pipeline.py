@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -26,8 +25,6 @@ from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks
 from MMRegistrationLib.io.outputs import atomic_output_dir
 from MMRegistrationLib.io.segmentations import match_segmentations, read_segmentation
 from MMRegistrationLib.io.transforms import write_transform
-from MMRegistrationLib.metrics.landmarks import target_registration_error_mm
-from MMRegistrationLib.metrics.overlap import dice_per_label
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
 from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
 from MMRegistrationLib.registration.methods import get_method
@@ -131,7 +128,8 @@ def compute_metrics(inputs: RegistrationInputs, transform: Optional[SpatialTrans
     (mm), all from :func:`MMRegistrationLib.evaluation.evaluate_case` (the one implementation of the metrics).
 
     Returns ``{"dice": {name: v}, "msd_mm": {name: v}, "hd95_mm": {name: v}, "hd_mm": {name: v}}`` (NaN for an
-    undefined distance) plus the TRE keys of :func:`target_registration_error_mm` when landmarks are given.
+    undefined distance) plus the TRE keys of
+    :func:`MMRegistrationLib.metrics.landmarks.target_registration_error_mm` when landmarks are given.
     """
     from MMRegistrationLib.evaluation.case import evaluate_case
     from MMRegistrationLib.evaluation.checks import landmark_errors

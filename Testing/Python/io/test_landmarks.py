@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from conftest import expect_input_error
-from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks, write_landmarks_csv
 
 POINTS = np.array([[1.5, -2.25, 30.0], [-10.125, 4.0, 0.5], [0.0, 0.0, -7.75]])

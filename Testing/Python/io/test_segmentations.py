@@ -9,7 +9,6 @@ from analytic_case import slicer_segment_metadata
 from conftest import oblique_grid
 
 from conftest import expect_input_error
-from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.io.segmentations import Segmentation, match_segmentations, read_segmentation
 

@@ -12,7 +12,8 @@ import numpy as np
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
-from MMRegistrationLib.evaluation.checks import check_label_map, check_same_labels, check_transform, landmark_errors
+from MMRegistrationLib.evaluation.checks import check_label_map, check_transform, landmark_errors
+from MMRegistrationLib.io.segmentations import check_same_labels
 from MMRegistrationLib.metrics.deformation import (
     gradient_magnitude_per_mm,
     jacobian_determinant_on_grid,

@@ -26,24 +26,6 @@ def check_label_map(seg, argument: str) -> Image:
     return seg
 
 
-def check_same_labels(
-    fixed: Image, moving: Image, fixed_argument: str = "fixed_seg", moving_argument: str = "moving_seg"
-) -> list:
-    """Sorted labels shared by both maps; a label in only one of them is an error."""
-    lf, lm = set(fixed.labels()), set(moving.labels())
-    if lf != lm:
-        parts = []
-        if lf - lm:
-            parts.append(f"label(s) {sorted(lf - lm)} in {fixed_argument} but not in {moving_argument}")
-        if lm - lf:
-            parts.append(f"label(s) {sorted(lm - lf)} in {moving_argument} but not in {fixed_argument}")
-        raise InputError(
-            moving_argument if lf - lm else fixed_argument,
-            "; ".join(parts) + " — corresponding structures must share a label value",
-        )
-    return sorted(lf)
-
-
 def check_transform(transform, argument: str = "transform") -> Optional[SpatialTransform]:
     """None (identity) or a fixed -> moving :class:`SpatialTransform`."""
     if transform is None:

@@ -157,13 +157,24 @@ def match_segmentations(
             out[moving.labelmap.array == mv] = fixed_by_name[name]
         names = {v: fixed.names[v] for v in fixed_by_name.values()}
         return fixed.labelmap, moving.labelmap.with_array(out), names
-    lf, lm = set(fixed.labels), set(moving.labels)
+    lf = set(check_same_labels(fixed.labelmap, moving.labelmap, fixed_argument, moving_argument))
+    names = fixed.names or moving.names
+    return fixed.labelmap, moving.labelmap, {v: names[v] for v in lf if v in names}
+
+
+def check_same_labels(
+    fixed: Image, moving: Image, fixed_argument: str = "fixed_seg", moving_argument: str = "moving_seg"
+) -> list:
+    """Sorted labels shared by both maps; a label in only one of them is an error."""
+    lf, lm = set(fixed.labels()), set(moving.labels())
     if lf != lm:
         parts = []
         if lf - lm:
-            parts.append(f"label(s) {sorted(lf - lm)} in fixed but not in moving")
+            parts.append(f"label(s) {sorted(lf - lm)} in {fixed_argument} but not in {moving_argument}")
         if lm - lf:
-            parts.append(f"label(s) {sorted(lm - lf)} in moving but not in fixed")
-        raise InputError(moving_argument, "; ".join(parts) + " — corresponding structures must share a label value")
-    names = fixed.names or moving.names
-    return fixed.labelmap, moving.labelmap, {v: names[v] for v in lf if v in names}
+            parts.append(f"label(s) {sorted(lm - lf)} in {moving_argument} but not in {fixed_argument}")
+        raise InputError(
+            moving_argument if lf - lm else fixed_argument,
+            "; ".join(parts) + " — corresponding structures must share a label value",
+        )
+    return sorted(lf)

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.visualization.figures import _aspects, _normalise, _views
+from MMRegistrationLib.visualization.figures import _aspects, _normalise, _views, label_center, pyplot
 
 VIEW_NAMES = ["k-plane (axial-like)", "j-plane (coronal-like)", "i-plane (sagittal-like)"]
 BOX_PANELS = (
@@ -23,20 +23,6 @@ BOX_PANELS = (
     ("folding fraction (det <= 0)", ("folding_fraction",)),
     ("mean |grad det J| (1/mm)", ("mean_abs_grad_jacobian_per_mm",)),
 )
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _center(seg: np.ndarray) -> list:
-    nz = np.argwhere(seg != 0)
-    return [int(round(c)) for c in nz.mean(0)] if len(nz) else [s // 2 for s in seg.shape]
 
 
 def evaluation_figure(
@@ -52,11 +38,11 @@ def evaluation_figure(
     segmentation grid if needed) or a grey rendering of the fixed labels. Row 2 (with ``jacobian_image``):
     the Jacobian determinant on the same planes (blue < 1 < red, white = 1), folding (det <= 0) outlined black.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import TwoSlopeNorm
 
     grid = fixed_seg.grid
-    center = _center(fixed_seg.array)
+    center = label_center(fixed_seg.array)
     if fixed_image is not None:
         if not fixed_image.grid.same_as(grid):
             from MMRegistrationLib.spatial.resample import resample
@@ -109,7 +95,7 @@ def _finite(rows: list, column: str) -> list:
 def cohort_boxplots(rows: list, path: str | os.PathLike) -> Path:
     """Write a PNG with one box-plot panel per metric family (one box per label or statistic; the dots are
     the cases). Undefined (NaN) values are left out; each box's label gives its number of cases."""
-    plt = _pyplot()
+    plt = pyplot()
     columns: list = []
     for row in rows:
         columns += [k for k in row if k not in columns]

@@ -26,6 +26,24 @@ def _aspects(spacing_ijk) -> list:
     return [sj / si, sk / si, sk / sj]
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported lazily."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label_center(seg: np.ndarray, label: Optional[int] = None) -> list:
+    """Array index (k, j, i) of the centroid of ``label`` (default: label 1 if present, else all labels)."""
+    if label is None:
+        label = 1 if np.any(seg == 1) else None
+    nz = np.argwhere(seg == label) if label is not None else np.argwhere(seg != 0)
+    return [int(round(c)) for c in nz.mean(0)] if len(nz) else [s // 2 for s in seg.shape]
+
+
 def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:
     """2-D checkerboard of two equally shaped images (``squares`` tiles along the longer side)."""
     tile = max(1, max(a.shape) // squares)
@@ -43,15 +61,8 @@ def registration_figure(
 ) -> Path:
     """Write a PNG: row 1 fixed image with fixed (green) and warped-moving (magenta) contours on three
     orthogonal voxel planes through the fixed segmentation's centre; row 2 checkerboards of fixed/warped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if fixed_seg is not None and np.any(fixed_seg.array):
-        center = [int(round(c)) for c in np.argwhere(fixed_seg.array == (1 if 1 in fixed_seg.labels() else fixed_seg.labels()[0])).mean(0)]
-    else:
-        center = [s // 2 for s in fixed.grid.shape]
+    plt = pyplot()
+    center = label_center(fixed_seg.array) if fixed_seg is not None else [s // 2 for s in fixed.grid.shape]
     f = _normalise(fixed.array.astype(np.float32))
     w = _normalise(warped_moving.array.astype(np.float32))
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), dpi=90)

@@ -152,7 +152,7 @@ def bad_inputs(case: dict, tmp: Path) -> dict:
         "landmark count": (replace("--moving-landmarks", str(tmp / "short.csv")), ["--moving-landmarks", "1 landmarks", "4"]),
         "landmarks for one side": (seg_only + ["--moving-landmarks", case["moving_landmarks"]], ["--fixed-landmarks", "both"]),
         "empty fixed seg": (replace("--fixed-seg", str(tmp / "empty.nrrd")), ["--fixed-seg", "empty"]),
-        "label in one only": (replace("--fixed-seg", str(tmp / "extra.nrrd")), ["[7]", "fixed but not in moving"]),
+        "label in one only": (replace("--fixed-seg", str(tmp / "extra.nrrd")), ["[7]", "in --fixed-seg but not in --moving-seg"]),
         "unreadable transform": (replace("--transform", str(tmp / "garbage.h5")), ["--transform", "cannot read"]),
         "transform name without cohort": (seg_only + ["--transform-name", "t.h5"], ["--transform-name", "--cohort"]),
         "cohort and one case": (["evaluate", "--cohort", str(tmp / "cohort"), "--fixed-seg", case["fixed_seg"],

@@ -58,7 +58,7 @@ def bad_cases(case: dict, tmp: Path) -> dict:
         "NaN voxels": ("--fixed", _write(nan, tmp / "nan.nrrd"), [], ["--fixed", "NaN/Inf"]),
         "Inf voxels": ("--moving", _write(inf, tmp / "inf.nrrd"), [], ["--moving", "NaN/Inf"]),
         "empty segmentation": ("--fixed-seg", _write(empty, tmp / "empty.nrrd"), [], ["--fixed-seg", "empty"]),
-        "label in one only": ("--fixed-seg", _write(extra_label, tmp / "extra.nrrd"), [], ["[7]", "fixed but not in moving"]),
+        "label in one only": ("--fixed-seg", _write(extra_label, tmp / "extra.nrrd"), [], ["[7]", "in --fixed-seg but not in --moving-seg"]),
         "no overlap": ("--moving-seg", _write(far, tmp / "far.nrrd"), ["--init", "none"], ["--init", "do not overlap"]),
         "singular direction": ("--fixed", _singular_direction_nrrd(tmp / "singular.nrrd"), [], ["--fixed", "non-invertible"]),
         "landmark count": ("--moving-landmarks", str(tmp / "short.csv"), [], ["--moving-landmarks", "1 landmarks", "4"]),

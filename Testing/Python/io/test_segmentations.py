@@ -228,14 +228,18 @@ def test_match_by_value_for_plain_label_maps(tmp_path):
     assert names == {}
 
 
-@pytest.mark.parametrize("fixed_labels, moving_labels, listed", [((1, 2, 3), (1, 2), "[3]"), ((1, 2), (1, 2, 4), "[4]")])
-def test_match_by_value_label_in_one_only_is_listed(tmp_path, fixed_labels, moving_labels, listed):
+@pytest.mark.parametrize(
+    "fixed_labels, moving_labels, listed, lacking",
+    [((1, 2, 3), (1, 2), "[3]", "--moving-seg"), ((1, 2), (1, 2, 4), "[4]", "--fixed-seg")],
+)
+def test_match_by_value_label_in_one_only_is_listed(tmp_path, fixed_labels, moving_labels, listed, lacking):
+    """The error names the segmentation that lacks the label, and lists the label."""
     keys = ("prostate", "bladder", "rectum")
     f = _labelmap({keys[n]: v for n, v in enumerate(fixed_labels)})
     m = _labelmap({keys[n]: v for n, v in enumerate(moving_labels)})
     fixed = read_segmentation(_write(f, tmp_path / "f.nrrd"), "--fixed-seg")
     moving = read_segmentation(_write(m, tmp_path / "m.nrrd"), "--moving-seg")
-    expect_input_error(lambda: match_segmentations(fixed, moving), "--moving-seg", listed)
+    expect_input_error(lambda: match_segmentations(fixed, moving), lacking, listed)
 
 
 def test_duplicate_segment_names_are_rejected(tmp_path):

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.visualization.figures import _aspects, _normalise, _views, label_center, pyplot
+from MMRegistrationLib.visualization.figures import plane_aspects, normalise_intensity, orthogonal_planes, label_center, pyplot
 
 VIEW_NAMES = ["k-plane (axial-like)", "j-plane (coronal-like)", "i-plane (sagittal-like)"]
 BOX_PANELS = (
@@ -48,14 +48,14 @@ def evaluation_figure(
             from MMRegistrationLib.spatial.resample import resample
 
             fixed_image = resample(fixed_image, grid, None, interpolation="linear")
-        background = _normalise(fixed_image.array.astype(np.float32))
+        background = normalise_intensity(fixed_image.array.astype(np.float32))
     else:
         background = 0.25 + 0.5 * (fixed_seg.array != 0)
     rows = 2 if jacobian_image is not None else 1
     fig, axes = plt.subplots(rows, 3, figsize=(12, 4 * rows + 0.5), dpi=90, squeeze=False, layout="constrained")
-    aspects = _aspects(grid.spacing)
-    fixed_views, warped_views = _views(fixed_seg.array, center), _views(warped_seg.array, center)
-    for col, view in enumerate(_views(background, center)):
+    aspects = plane_aspects(grid.spacing)
+    fixed_views, warped_views = orthogonal_planes(fixed_seg.array, center), orthogonal_planes(warped_seg.array, center)
+    for col, view in enumerate(orthogonal_planes(background, center)):
         ax = axes[0, col]
         ax.imshow(view, cmap="gray", vmin=0, vmax=1, aspect=aspects[col], origin="lower")
         for views, color, style in ((fixed_views, "lime", "solid"), (warped_views, "magenta", "dashed")):
@@ -67,7 +67,7 @@ def evaluation_figure(
         det = jacobian_image.array.astype(np.float64)
         lo, hi = float(min(det.min(), 0.999)), float(max(det.max(), 1.001))
         norm = TwoSlopeNorm(vmin=lo, vcenter=1.0, vmax=hi)
-        for col, view in enumerate(_views(det, center)):
+        for col, view in enumerate(orthogonal_planes(det, center)):
             ax = axes[1, col]
             shown = ax.imshow(view, cmap="RdBu_r", norm=norm, aspect=aspects[col], origin="lower")
             if np.any(view <= 0):

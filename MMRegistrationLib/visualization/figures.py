@@ -11,17 +11,17 @@ import numpy as np
 from MMRegistrationLib.core.image import Image
 
 
-def _normalise(array: np.ndarray) -> np.ndarray:
+def normalise_intensity(array: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(array, [1, 99.5])
     return np.clip((array - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
-def _views(array: np.ndarray, center_kji) -> list:
+def orthogonal_planes(array: np.ndarray, center_kji) -> list:
     k, j, i = center_kji
     return [array[k], array[:, j, :], array[:, :, i]]  # axial-like (k), coronal-like (j), sagittal-like (i)
 
 
-def _aspects(spacing_ijk) -> list:
+def plane_aspects(spacing_ijk) -> list:
     si, sj, sk = spacing_ijk
     return [sj / si, sk / si, sk / sj]
 
@@ -63,16 +63,16 @@ def registration_figure(
     orthogonal voxel planes through the fixed segmentation's centre; row 2 checkerboards of fixed/warped."""
     plt = pyplot()
     center = label_center(fixed_seg.array) if fixed_seg is not None else [s // 2 for s in fixed.grid.shape]
-    f = _normalise(fixed.array.astype(np.float32))
-    w = _normalise(warped_moving.array.astype(np.float32))
+    f = normalise_intensity(fixed.array.astype(np.float32))
+    w = normalise_intensity(warped_moving.array.astype(np.float32))
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), dpi=90)
-    aspects = _aspects(fixed.grid.spacing)
+    aspects = plane_aspects(fixed.grid.spacing)
     names = ["k-plane (axial-like)", "j-plane (coronal-like)", "i-plane (sagittal-like)"]
     segs = [
-        (_views(fixed_seg.array, center) if fixed_seg is not None else None, "lime", "solid"),
-        (_views(warped_seg.array, center) if warped_seg is not None else None, "magenta", "dashed"),
+        (orthogonal_planes(fixed_seg.array, center) if fixed_seg is not None else None, "lime", "solid"),
+        (orthogonal_planes(warped_seg.array, center) if warped_seg is not None else None, "magenta", "dashed"),
     ]
-    for col, (fv, wv) in enumerate(zip(_views(f, center), _views(w, center))):
+    for col, (fv, wv) in enumerate(zip(orthogonal_planes(f, center), orthogonal_planes(w, center))):
         top, bottom = axes[0, col], axes[1, col]
         top.imshow(fv, cmap="gray", aspect=aspects[col], origin="lower")
         for views, color, style in segs:

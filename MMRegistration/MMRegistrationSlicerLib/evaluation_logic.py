@@ -5,7 +5,6 @@ Usable without the module's widget, inside Slicer or on ``slicer-core`` (the sce
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -13,23 +12,20 @@ import numpy as np
 import vtk
 
 from MMRegistrationLib.evaluation import CaseEvaluation, evaluate_case, write_report
+from MMRegistrationLib.io.segmentations import normalise_segment_name
 from MMRegistrationSlicerLib import bridge
 
 TABLE_COLUMNS = ("Structure", "DSC", "MSD (mm)", "HD95 (mm)", "HD (mm)", "TRE (mm)", "Note")
 
 
-def _key(name: str) -> str:
-    return re.sub(r"\s+", " ", name.strip().lower())
-
-
 def match_segments_by_name(fixed_segmentation, moving_segmentation) -> dict:
     """Default mapping fixed segment ID -> moving segment ID for segments with the same name
     (case- and space-insensitive), in the fixed segmentation's order."""
-    moving = {_key(name): sid for sid, name in bridge.segment_names(moving_segmentation).items()}
+    moving = {normalise_segment_name(name): sid for sid, name in bridge.segment_names(moving_segmentation).items()}
     return {
-        sid: moving[_key(name)]
+        sid: moving[normalise_segment_name(name)]
         for sid, name in bridge.segment_names(fixed_segmentation).items()
-        if _key(name) in moving
+        if normalise_segment_name(name) in moving
     }
 
 

@@ -33,7 +33,7 @@ class Segmentation:
         return self.labelmap.labels()
 
 
-def _normalise_name(name: str) -> str:
+def normalise_segment_name(name: str) -> str:
     return re.sub(r"\s+", " ", name.strip().lower())
 
 
@@ -120,7 +120,7 @@ def _by_name(seg: Segmentation, argument: str) -> dict:
     for value, name in seg.names.items():
         if value not in present:
             continue
-        key = _normalise_name(name)
+        key = normalise_segment_name(name)
         if key in out:
             raise InputError(argument, f"two segments are named '{name}'; segment names must be unique to match them")
         out[key] = value

@@ -41,7 +41,14 @@ class MethodSpec:
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise InputError("options", f"method '{self.name}' has no option(s) {unknown}; known: {sorted(known)}")
-        return {name: known[name].type(given.get(name, known[name].default)) for name in known}
+        resolved = {}
+        for name, option in known.items():
+            value = given.get(name, option.default)
+            try:
+                resolved[name] = None if value is None else option.type(value)
+            except (TypeError, ValueError):
+                raise InputError(f"--{name.replace('_', '-')}", f"expected {option.type.__name__}, got {value!r}") from None
+        return resolved
 
 
 METHODS: dict = {}
@@ -76,6 +83,17 @@ def _rigid_mask(inputs: RegistrationInputs, initial: AffineTransform, options: d
     return _linear_result(transform)
 
 
+def _sinr(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
+    from MMRegistrationLib.registration.sinr import sinr_config, sinr_register
+
+    options = dict(options)
+    config = sinr_config(options.pop("preset"), **options)
+    import torch
+
+    return sinr_register(inputs.fixed_seg, inputs.moving_seg, initial, config, seed=torch.initial_seed(), device=device,
+                         progress=monitor)
+
+
 register_method(MethodSpec("none", _none, False, "none", "no registration beyond the initialiser (--init)"))
 register_method(MethodSpec("com", _com, True, "none", "translation aligning the prostate masks' centres of mass"))
 register_method(
@@ -90,6 +108,27 @@ register_method(
             MethodOption("context_weight", float, 0.25, "weight of structures other than the prostate (label 1)"),
             MethodOption("start_angles_deg", float, 15.0, "extra starting rotations (+-deg about each axis); 0 = one start"),
             MethodOption("iterations", int, 60, "L-BFGS iterations per start and level"),
+        ),
+    )
+)
+register_method(
+    MethodSpec(
+        "sinr",
+        _sinr,
+        True,
+        "rigid-mask",
+        "surface-driven implicit neural stationary velocity field (paper 000); forward and inverse",
+        (
+            MethodOption("preset", str, "fast", "fast (interactive) or accurate"),
+            MethodOption("iterations", int, None, "maximum Adam iterations (preset value if not given)"),
+            MethodOption("learning_rate", float, None, "Adam learning rate"),
+            MethodOption("velocity_spacing_mm", float, None, "spacing of the velocity grid (mm)"),
+            MethodOption("loss_spacing_mm", float, None, "spacing of the Dice evaluation points (mm)"),
+            MethodOption("margin_mm", float, None, "margin around the fixed structures (mm)"),
+            MethodOption("weight_bending", float, None, "bending-energy weight"),
+            MethodOption("weight_tv", float, None, "total-variation weight"),
+            MethodOption("weight_mse", float, None, "velocity MSE weight"),
+            MethodOption("context_weight", float, None, "Dice weight of structures other than the prostate"),
         ),
     )
 )

@@ -19,6 +19,7 @@ import numpy as np
 from MMRegistrationLib import __version__
 from MMRegistrationLib.core.device import resolve_device, seed_everything
 from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.io.images import read_image, write_image
 from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks
@@ -123,6 +124,15 @@ def run_registration(
     return result, record
 
 
+def output_grid(grid: Grid, max_voxels: int = 2**24) -> Grid:
+    """The grid a dense transform is written on: ``grid`` itself, coarsened if it has more than ``max_voxels``.
+    Outside it the stored displacement is 0 (ITK's rule), so it must cover the image the transform resamples."""
+    if grid.num_voxels <= max_voxels:
+        return grid
+    factor = (grid.num_voxels / max_voxels) ** (1 / 3)
+    return grid.resized(grid.spacing * factor)
+
+
 def compute_metrics(inputs: RegistrationInputs, transform: Optional[SpatialTransform]) -> dict:
     """Dice, MSD, HD95 and HD per label name (moving labels warped onto the fixed grid, nearest) and landmark TRE
     (mm), all from :func:`MMRegistrationLib.evaluation.evaluate_case` (the one implementation of the metrics).
@@ -168,10 +178,11 @@ def write_outputs(
     times["metrics"] = time.perf_counter() - t0
     with atomic_output_dir(out_dir) as tmp:
         t1 = time.perf_counter()
-        write_transform(result.transform, tmp / "transform.h5")
+        # dense results are stored as one displacement field (what Slicer shows as a grid transform)
+        write_transform(result.transform, tmp / "transform.h5", flatten_on=output_grid(inputs.fixed.grid))
         files = {"transform": "transform.h5"}
         if result.inverse is not None:
-            write_transform(result.inverse, tmp / "inverse_transform.h5")
+            write_transform(result.inverse, tmp / "inverse_transform.h5", flatten_on=output_grid(inputs.moving.grid))
             files["inverse_transform"] = "inverse_transform.h5"
         warped = resample(inputs.moving, inputs.fixed.grid, result.transform, interpolation="linear")
         write_image(warped.with_array(warped.array.astype(np.float32)), tmp / "warped_moving.nrrd")

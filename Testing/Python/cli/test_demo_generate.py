@@ -37,12 +37,12 @@ def test_demo_writes_outputs_and_improves_alignment(demo_run, capsys):
     names = {p.name for p in demo_run.iterdir()}
     assert {"transform.h5", "warped_moving.nrrd", "warped_moving_seg.nrrd", "result.json", "demo.png"} <= names
     record = json.loads((demo_run / "result.json").read_text(encoding="utf-8"))
-    assert record["method"] == "rigid-mask"
+    assert record["method"] == "sinr"  # the best method available
     before, after = record["metrics"]["before"], record["metrics"]["after"]
     assert after["dice"]["prostate"] > before["dice"]["prostate"] + 0.05
     assert after["tre_mean_mm"] < before["tre_mean_mm"]
     gt = record["ground_truth_error_mm"]
-    assert gt["after"] < 0.6 * gt["before"]
+    assert gt["after"] < 0.3 * gt["before"]  # SINR: error vs the known truth in the gland
     assert (demo_run / "demo.png").stat().st_size > 10_000
 
 

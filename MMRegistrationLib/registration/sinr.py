@@ -27,6 +27,7 @@ from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.losses.functional import bending_energy, soft_dice_loss, total_variation, velocity_mse
 from MMRegistrationLib.networks.implicit import FourierFeatureMLP
 from MMRegistrationLib.registration.base import RegistrationResult
+from MMRegistrationLib.registration.initializers import signed_distance_mm
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
@@ -45,6 +46,7 @@ class SINRConfig:
         velocity_spacing_mm: spacing of the grid on which the MLP is evaluated and ``exp(v)`` computed.
         loss_spacing_mm: spacing of the points where the Dice loss is evaluated.
         mask_smoothing_mm: Gaussian sigma applied to the moving masks (wider capture, smoother gradients).
+        band_mm: the Dice loss is evaluated at loss points within this distance of a fixed surface.
         iterations: maximum Adam iterations; learning_rate: Adam step.
         patience / min_improvement: early stop when the loss has not improved by ``min_improvement``
             (relative) for ``patience`` iterations.
@@ -60,6 +62,7 @@ class SINRConfig:
     velocity_spacing_mm: float = 4.0
     loss_spacing_mm: float = 2.0
     mask_smoothing_mm: float = 1.0
+    band_mm: float = 10.0
     iterations: int = 150
     learning_rate: float = 3e-3
     patience: int = 20
@@ -161,16 +164,22 @@ def sinr_register(
     vel_grid = box.resized(config.velocity_spacing_mm)
     loss_grid = box.resized(min(config.loss_spacing_mm, config.velocity_spacing_mm))
 
-    fixed_soft = torch.as_tensor(
-        np.stack([resample(fixed_seg.with_array((fixed_seg.array == lab).astype(np.float32)), loss_grid).array
-                  for lab in labels]), dtype=dtype, device=device)
+    fixed_masks = np.stack([
+        resample(fixed_seg.with_array((fixed_seg.array == lab).astype(np.float32)), loss_grid).array for lab in labels
+    ])  # (C, K, J, I) in [0, 1]
+    # Dice is evaluated where it can change: within band_mm of a fixed surface (far from every surface the
+    # masks are constant for any displacement smaller than the band)
+    band = np.zeros(loss_grid.shape, dtype=bool)
+    for mask in fixed_masks:
+        band |= np.abs(signed_distance_mm(mask > 0.5, loss_grid)) < config.band_mm
+    fixed_soft = torch.as_tensor(fixed_masks[:, band], dtype=dtype, device=device)  # (C, P)
     moving_soft = torch.as_tensor(_soft_masks(moving_seg, labels, config.mask_smoothing_mm), dtype=dtype, device=device)
-    loss_points = loss_grid.world_points_torch(device=device, dtype=dtype)  # (K, J, I, 3)
+    loss_points = loss_grid.world_points_torch(device=device, dtype=dtype)[torch.as_tensor(band, device=device)]  # (P, 3)
     a = torch.as_tensor(initial.matrix, dtype=dtype, device=device)
 
     def warp_moving(displacement_at_loss: torch.Tensor) -> torch.Tensor:
         mapped = (loss_points + displacement_at_loss) @ a[:3, :3].T + a[:3, 3]
-        return sample_at_world(moving_soft, moving_seg.grid, mapped, outside_value=0.0).permute(3, 0, 1, 2)
+        return sample_at_world(moving_soft, moving_seg.grid, mapped, outside_value=0.0).T  # (C, P)
 
     with torch.no_grad():
         start_overlap = (fixed_soft * warp_moving(torch.zeros_like(loss_points))).sum()
@@ -237,6 +246,7 @@ def sinr_register(
         "best_loss": best,
         "velocity_grid": {"shape": list(vel_grid.shape), "spacing_mm": vel_grid.spacing.tolist()},
         "loss_grid_shape": list(loss_grid.shape),
+        "loss_points": int(band.sum()),
         "jacobian_min_velocity_grid": float(det.min()),
         "folding_fraction_velocity_grid": float(np.mean(det <= 0)),
         "config": asdict(config),

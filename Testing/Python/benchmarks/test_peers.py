@@ -1,0 +1,144 @@
+"""Benchmark helpers (benchmarks/peers.py, benchmarks/datasets.py): peer transform direction and DeepReg loading.
+
+The peers need the benchmark-only packages of benchmarks/requirements.txt; their tests skip without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from conftest import SHARED_DATA
+from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.image import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
+DEEPREG = SHARED_DATA / "deepreg_mrus"
+
+
+def _load(name: str):
+    """Import benchmarks/<name>.py under a private module name (benchmarks/ is not a package)."""
+    key = f"_mmreg_benchmarks_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+SHIFT = np.array([4.0, -2.5, 1.5])  # fixed -> moving: a fixed point x corresponds to the moving point x + SHIFT
+
+
+def _translated_pair():
+    """40^3 oblique, anisotropic grids; an ellipsoid (mask and a smooth textured image) centred at c in the fixed
+    image and at c + SHIFT in the moving one."""
+    direction = Rotation.from_euler("xyz", [12.0, -7.0, 20.0], degrees=True).as_matrix()
+    spacing = np.array([1.0, 1.1, 0.9])
+    fixed_grid = Grid.from_geometry((40, 40, 40), spacing, (-20.0, -15.0, 5.0), direction)
+    moving_grid = Grid.from_geometry((40, 40, 40), spacing, (-18.0, -16.0, 6.0), direction)  # other origin
+    centre = fixed_grid.index_to_world(np.full(3, 19.5))
+    radii = np.array([10.0, 8.0, 9.0])
+
+    def case_image(grid: Grid, c: np.ndarray):
+        q = (grid.world_points() - c) / radii
+        r = np.linalg.norm(q, axis=-1)
+        mask = r <= 1.0
+        # a smooth blob with an off-centre inner structure: MI has something to lock onto in every direction
+        inner = np.linalg.norm(q - np.array([0.35, 0.2, -0.25]), axis=-1) <= 0.4
+        # (+ 10: a non-zero background, like an image filling its grid, so elastix runs without a fixed mask)
+        intensity = (10.0 + ndimage.gaussian_filter(100.0 * mask + 80.0 * inner, 1.0)).astype(np.float32)
+        return Image(intensity, grid), Image(mask.astype(np.uint8), grid)
+
+    fixed, fixed_seg = case_image(fixed_grid, centre)
+    moving, moving_seg = case_image(moving_grid, centre + SHIFT)
+    case = {
+        "name": "translation", "source": "test", "fixed": fixed, "moving": moving, "fixed_seg": fixed_seg,
+        "moving_seg": moving_seg, "label_names": {1: "prostate"}, "fixed_landmarks": None,
+        "moving_landmarks": None, "ground_truth": None, "notes": [],
+    }
+    points = centre + np.array([[0.0, 0.0, 0.0], [4.0, 2.0, -3.0], [-5.0, 3.0, 2.0], [2.0, -4.0, 4.0]])
+    return case, points
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install -r benchmarks/requirements.txt)")
+def test_ants_syn_on_sdm_recovers_a_known_translation_fixed_to_moving():
+    peers = _load("peers")
+    case, points = _translated_pair()
+    transform, seconds = peers.ants_syn_on_sdm(case, threads=2)
+    assert transform.source == "fixed" and transform.target == "moving"
+    mapped = transform.map_points_np(points)
+    np.testing.assert_allclose(mapped, points + SHIFT, atol=1.0)
+    assert seconds > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install -r benchmarks/requirements.txt)")
+def test_ants_transform_conversion_matches_ants_point_mapping():
+    """The engine transform built from ANTs' fwdtransforms maps points exactly as ANTs does."""
+    import pandas as pd
+
+    peers = _load("peers")
+    ants = peers._import_ants(2)
+    case, points = _translated_pair()
+    f = peers._to_ants(ants, peers.signed_distance_map(case["fixed_seg"]), case["fixed_seg"].grid)
+    m = peers._to_ants(ants, peers.signed_distance_map(case["moving_seg"]), case["moving_seg"].grid)
+    reg = ants.registration(f, m, type_of_transform="SyN", aff_metric="meansquares", syn_metric="meansquares",
+                            reg_iterations=(20, 10))
+    assert len(reg["fwdtransforms"]) == 2
+    transform = peers.ants_transforms_to_engine(reg["fwdtransforms"])
+    rng = np.random.default_rng(0)
+    pts = points[0] + rng.uniform(-10, 10, size=(50, 3))
+    expected = ants.apply_transforms_to_points(3, pd.DataFrame(pts, columns=["x", "y", "z"]), reg["fwdtransforms"])
+    np.testing.assert_allclose(transform.map_points_np(pts), expected[["x", "y", "z"]].to_numpy(), atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_has("itk") and _has("itk.ElastixPython")),
+                    reason="itk-elastix is not installed (pip install -r benchmarks/requirements.txt)")
+def test_elastix_bspline_mi_recovers_a_known_translation_fixed_to_moving():
+    peers = _load("peers")
+    case, points = _translated_pair()
+    transform, seconds = peers.elastix_bspline_mi(case, threads=2)
+    assert transform.source == "fixed" and transform.target == "moving"
+    mapped = transform.map_points_np(points)
+    np.testing.assert_allclose(mapped, points + SHIFT, atol=1.0)
+    assert seconds > 0
+
+
+@pytest.mark.skipif(not DEEPREG.exists(), reason=f"{DEEPREG} is absent (shared data not available)")
+def test_deepreg_cases_load_gland_and_matching_landmarks():
+    datasets = _load("datasets")
+    cases = list(datasets.deepreg_cases(DEEPREG, limit=1))
+    assert len(cases) == 1
+    case = cases[0]
+    assert case["name"] == "obs000" and case["source"] == "deepreg"
+    for key in ("fixed_seg", "moving_seg"):
+        assert case[key].labels() == [1], key
+        assert case[key].grid.same_as(case[key.split("_")[0]].grid)
+    flm, mlm = case["fixed_landmarks"], case["moving_landmarks"]
+    assert flm is not None and flm.shape == mlm.shape and flm.shape[1] == 3 and len(flm) >= 1
+    for points, image in ((flm, case["fixed"]), (mlm, case["moving"])):
+        index = image.grid.world_to_index(points)
+        assert np.all(index >= -0.5) and np.all(index <= np.array(image.grid.size_ijk) - 0.5)
+    assert case["label_names"] == {1: "prostate"} and case["ground_truth"] is None
+
+
+def test_deepreg_cases_absent_folder_yields_nothing(tmp_path, capsys):
+    datasets = _load("datasets")
+    assert list(datasets.deepreg_cases(tmp_path / "nowhere")) == []
+    assert "absent" in capsys.readouterr().err

@@ -28,9 +28,14 @@ moving image onto the fixed grid — the engine's, ITK's, ANTs' and elastix's ou
     ANTs writing its transform files to a temporary folder); not the reading back into an engine transform.
 
 ``elastix_bspline_mi`` — intensity-based: itk-elastix, the default ``rigid`` then ``bspline`` parameter maps
-    (AdvancedMattesMutualInformation, 4 resolutions, 256 iterations each, 2048 random samples per iteration,
-    adaptive stochastic gradient descent; B-spline final grid spacing 10 mm with the default bending-energy
-    penalty, weight 1), fixed = TRUS, moving = MR, raw intensities (float32). Rigid initialisation: the geometric
+    (AdvancedMattesMutualInformation, 256 iterations per resolution, 2048 random samples per iteration, adaptive
+    stochastic gradient descent; rigid: 4 resolutions; B-spline: final grid spacing 10 mm with the default
+    bending-energy penalty, weight 1, and 2 resolutions — grid 20 mm then 10 mm — instead of the default 4
+    (28/20/14/10 mm)), fixed = TRUS, moving = MR, raw intensities (float32). Why 2 B-spline resolutions: with
+    the default 4 the B-spline stage undid the rigid stage on the sample and a generated case (gland DSC
+    0.87/0.90 after rigid -> 0.69/0.66 after B-spline, TRE 1.7/2.3 -> 7.9/9.8 mm); 2 resolutions kept it near
+    the rigid result (0.85/0.87, TRE 2.9/2.3 mm) and were the best of the variants tried (bending weight 10 or
+    100, grid 20 mm, 8192 samples, no mask, centre-of-gravity or no initialisation). Rigid initialisation: the geometric
     centres of the two images (``AutomaticTransformInitialization``), the usual elastix preset. Fixed mask: the
     TRUS non-zero region (the imaged sector; closed and hole-filled) when it leaves out at least 2 % of the
     grid, so the black outside-sector area does not enter the metric. No segmentation is used.
@@ -132,7 +137,7 @@ def ants_transforms_to_engine(transform_files: list, source: str = "fixed", targ
     names = [source] + [f"{source}:ants{n}" for n in range(1, len(transform_files))] + [target]
     for n, path in enumerate(transform_files):
         path = str(path)
-        if path.endswith(".mat") or path.endswith(".txt") or path.endswith(".tfm"):
+        if path.endswith((".mat", ".txt", ".tfm")):
             tx = sitk.ReadTransform(path)
         else:
             tx = sitk.DisplacementFieldTransform(sitk.ReadImage(path, sitk.sitkVectorFloat64))
@@ -142,16 +147,16 @@ def ants_transforms_to_engine(transform_files: list, source: str = "fixed", targ
 
 # ---- ANTs SyN on signed distance maps ----------------------------------------------------------------------
 ANTS_CLIP_MM = 10.0
-ANTS_SETTINGS = dict(
-    type_of_transform="SyNRA",
-    aff_metric="meansquares",
-    syn_metric="meansquares",
-    aff_random_sampling_rate=0.2,
-    grad_step=0.2,
-    flow_sigma=3,
-    total_sigma=0,
-    reg_iterations=(100, 70, 50, 20),
-)
+ANTS_SETTINGS = {
+    "type_of_transform": "SyNRA",
+    "aff_metric": "meansquares",
+    "syn_metric": "meansquares",
+    "aff_random_sampling_rate": 0.2,
+    "grad_step": 0.2,
+    "flow_sigma": 3,
+    "total_sigma": 0,
+    "reg_iterations": (100, 70, 50, 20),
+}
 
 
 def ants_syn_on_sdm(case: dict, threads: int = 2, settings: dict | None = None, clip_mm: float | None = ANTS_CLIP_MM,
@@ -219,6 +224,8 @@ def elastix_parameter_object(itk, iterations: int | None = None):
     rigid["AutomaticTransformInitializationMethod"] = ["GeometricalCenter"]
     bspline = po.GetDefaultParameterMap("bspline")
     bspline["FinalGridSpacingInPhysicalUnits"] = ["10.0"]
+    bspline["NumberOfResolutions"] = ["2"]  # control-point grid 20 mm, then 10 mm (see the module docstring)
+    bspline["GridSpacingSchedule"] = ["2", "1"]
     for m in (rigid, bspline):
         m["WriteResultImage"] = ["false"]
         m["RandomSeed"] = ["121212"]
@@ -264,8 +271,12 @@ def elastix_bspline_mi(case: dict, threads: int = 2, iterations: int | None = No
             fixed, moving, parameter_object=elastix_parameter_object(itk, iterations), log_to_console=False
         )
     seconds = time.perf_counter() - t0
-    field = itk.transformix_deformation_field(moving, result_params)
-    disp = np.asarray(itk.array_from_image(field), dtype=np.float64)  # (K, J, I, 3), fixed -> moving
+    workdir = tempfile.mkdtemp(prefix="mmreg_transformix_")  # transformix writes deformationField.nii there
+    try:
+        field = itk.transformix_deformation_field(moving, result_params, output_directory=workdir)
+        disp = np.array(itk.array_from_image(field), dtype=np.float64)  # (K, J, I, 3), fixed -> moving
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     grid = Grid.from_geometry(
         disp.shape[:3],
         tuple(field.GetSpacing()),

@@ -88,7 +88,7 @@ def test_ants_syn_on_sdm_recovers_a_known_translation_fixed_to_moving():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install -r benchmarks/requirements.txt)")
-def test_ants_transform_conversion_matches_ants_point_mapping():
+def test_ants_transform_conversion_matches_ants_point_mapping(tmp_path):
     """The engine transform built from ANTs' fwdtransforms maps points exactly as ANTs does."""
     import pandas as pd
 
@@ -98,7 +98,7 @@ def test_ants_transform_conversion_matches_ants_point_mapping():
     f = peers._to_ants(ants, peers.signed_distance_map(case["fixed_seg"]), case["fixed_seg"].grid)
     m = peers._to_ants(ants, peers.signed_distance_map(case["moving_seg"]), case["moving_seg"].grid)
     reg = ants.registration(f, m, type_of_transform="SyN", aff_metric="meansquares", syn_metric="meansquares",
-                            reg_iterations=(20, 10))
+                            reg_iterations=(20, 10), outprefix=str(tmp_path / "reg_"))
     assert len(reg["fwdtransforms"]) == 2
     transform = peers.ants_transforms_to_engine(reg["fwdtransforms"])
     rng = np.random.default_rng(0)

@@ -63,9 +63,9 @@ class SINRConfig:
     loss_spacing_mm: float = 2.0
     mask_smoothing_mm: float = 1.0
     band_mm: float = 10.0
-    iterations: int = 150
-    learning_rate: float = 3e-3
-    patience: int = 20
+    iterations: int = 80
+    learning_rate: float = 5e-3
+    patience: int = 15
     min_improvement: float = 1e-3
     weight_mse: float = 1e-4
     weight_tv: float = 0.0
@@ -82,7 +82,8 @@ class SINRConfig:
 PRESETS = {
     "fast": SINRConfig(),
     "accurate": SINRConfig(
-        velocity_spacing_mm=3.0, loss_spacing_mm=1.25, iterations=400, patience=40, min_improvement=2e-4,
+        velocity_spacing_mm=3.0, loss_spacing_mm=1.25, iterations=400, learning_rate=3e-3, patience=40,
+        min_improvement=2e-4,
         hidden=128, num_frequencies=48, frequency_scale=2.0, squaring_steps=7,
     ),
 }

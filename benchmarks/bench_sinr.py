@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from MMRegistrationLib.evaluation.case import jsonable
+
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
@@ -290,19 +292,6 @@ def versions() -> dict:
             pass
     return out
 
-
-def jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 # ---- main -----------------------------------------------------------------------------------------------

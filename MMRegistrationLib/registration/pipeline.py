@@ -21,6 +21,7 @@ from MMRegistrationLib.core.device import resolve_device, seed_everything
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.progress import Monitor
+from MMRegistrationLib.evaluation.case import jsonable
 from MMRegistrationLib.io.images import read_image, write_image
 from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks
 from MMRegistrationLib.io.outputs import atomic_output_dir
@@ -208,7 +209,7 @@ def write_outputs(
         )
         if t_start is not None:
             record["wall_seconds"]["total"] = time.perf_counter() - t_start
-        (tmp / "result.json").write_text(json.dumps(_jsonable(record), indent=2), encoding="utf-8")
+        (tmp / "result.json").write_text(json.dumps(jsonable(record), indent=2), encoding="utf-8")
     return record
 
 
@@ -244,15 +245,3 @@ def register_files(
     record["wall_seconds"] = {"load": t_loaded - t_start, **record["wall_seconds"]}
     Monitor.wrap(progress, cancel).check("writing outputs")
     return write_outputs(out, inputs, result, record, t_start=t_start)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

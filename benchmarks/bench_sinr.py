@@ -85,7 +85,7 @@ def resolve_methods(names: list) -> dict:
     for name in names:
         if name in peers.PEERS:
             if not peers.PEER_AVAILABLE[name]():
-                log(f"note: skipping {name}: its package is not installed (pip install -r benchmarks/requirements.txt)")
+                log(f"note: skipping {name}: its package is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
                 continue
             runners[name] = peer_runner(name)
             continue

@@ -35,7 +35,7 @@ def _list_methods(args: argparse.Namespace) -> int:
     for spec in METHODS.values():
         print(f"{spec.name:12s} {spec.description} (default --init {spec.default_init})")
         for opt in spec.options:
-            print(f"    --{opt.name.replace('_', '-'):22s} {opt.type.__name__:6s} default {opt.default}: {opt.help}")
+            print(f"    --{opt.name.replace('_', '-'):22s} {(opt.type.__name__ if opt.type in (int, float, str) else 'str'):6s} default {opt.default}: {opt.help}")
     return 0
 
 

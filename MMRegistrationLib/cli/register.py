@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
             group.add_argument(
                 f"--{opt.name.replace('_', '-')}",
                 dest=f"opt_{opt.name}",
-                type=opt.type,
+                type=opt.type if opt.type in (int, float, str) else str,  # custom checks run before init
                 default=None,
                 help=f"[{spec.name}] {opt.help} (default {opt.default})",
             )

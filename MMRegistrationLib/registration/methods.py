@@ -46,6 +46,8 @@ class MethodSpec:
             value = given.get(name, option.default)
             try:
                 resolved[name] = None if value is None else option.type(value)
+            except InputError:
+                raise
             except (TypeError, ValueError):
                 raise InputError(f"--{name.replace('_', '-')}", f"expected {option.type.__name__}, got {value!r}") from None
         return resolved
@@ -81,6 +83,16 @@ def _rigid_mask(inputs: RegistrationInputs, initial: AffineTransform, options: d
         inputs.fixed_seg, inputs.moving_seg, initial=initial, device=device, progress=monitor, **options
     )
     return _linear_result(transform)
+
+
+def _sinr_preset(name) -> str:
+    """The ``--preset`` value, checked before any work starts."""
+    from MMRegistrationLib.registration.sinr import PRESETS
+
+    name = str(name)
+    if name not in PRESETS:
+        raise InputError("--preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return name
 
 
 def _sinr(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
@@ -119,7 +131,7 @@ register_method(
         "rigid-mask",
         "surface-driven implicit neural stationary velocity field (paper 000); forward and inverse",
         (
-            MethodOption("preset", str, "fast", "fast (interactive) or accurate"),
+            MethodOption("preset", _sinr_preset, "fast", "fast (interactive) or accurate"),
             MethodOption("iterations", int, None, "maximum Adam iterations (preset value if not given)"),
             MethodOption("learning_rate", float, None, "Adam learning rate"),
             MethodOption("velocity_spacing_mm", float, None, "spacing of the velocity grid (mm)"),

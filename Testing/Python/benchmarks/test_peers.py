@@ -75,7 +75,7 @@ def _translated_pair():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install -r benchmarks/requirements.txt)")
+@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
 def test_ants_syn_on_sdm_recovers_a_known_translation_fixed_to_moving():
     peers = _load("peers")
     case, points = _translated_pair()
@@ -87,7 +87,7 @@ def test_ants_syn_on_sdm_recovers_a_known_translation_fixed_to_moving():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install -r benchmarks/requirements.txt)")
+@pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
 def test_ants_transform_conversion_matches_ants_point_mapping(tmp_path):
     """The engine transform built from ANTs' fwdtransforms maps points exactly as ANTs does."""
     import pandas as pd
@@ -109,7 +109,7 @@ def test_ants_transform_conversion_matches_ants_point_mapping(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (_has("itk") and _has("itk.ElastixPython")),
-                    reason="itk-elastix is not installed (pip install -r benchmarks/requirements.txt)")
+                    reason="itk-elastix is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
 def test_elastix_bspline_mi_recovers_a_known_translation_fixed_to_moving():
     peers = _load("peers")
     case, points = _translated_pair()

@@ -110,3 +110,16 @@ def test_cli_writes_grid_transform_that_simpleitk_applies(tmp_path):
     inv = sitk.ReadTransform(str(out / "inverse_transform.h5"))
     back = np.array([inv.TransformPoint(tuple(p)) for p in mapped])
     np.testing.assert_allclose(back, LANDMARKS_FIXED[:3], atol=0.1)
+
+
+def test_bad_preset_is_refused_before_any_work(tmp_path, capsys):
+    from analytic_case import write_case
+    from MMRegistrationLib.cli.main import main
+
+    case = write_case(tmp_path / "case")
+    code = main(["register", "--method", "sinr", "--preset", "turbo", "--fixed", case["fixed"], "--moving", case["moving"],
+                 "--fixed-seg", case["fixed_seg"], "--moving-seg", case["moving_seg"], "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--preset: unknown preset 'turbo'" in err
+    assert "rigid-mask level" not in err  # the initialiser did not start
+    assert not (tmp_path / "out").exists()

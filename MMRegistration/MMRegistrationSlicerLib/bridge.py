@@ -41,6 +41,20 @@ def _node_label(node) -> str:
     return f"'{node.GetName()}'" if node is not None else "None"
 
 
+def scene_node_ids(scene) -> set:
+    return {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes_added_since(scene, before: set, keep=()) -> None:
+    """Remove the nodes added to ``scene`` since ``before`` (a temporary node and the display and colour nodes
+    MRML made for it), except ``keep`` and singletons: a conversion leaves the scene as it found it."""
+    keep_ids = {node.GetID() for node in keep if node is not None}
+    for node_id in scene_node_ids(scene) - before - keep_ids:
+        node = scene.GetNodeByID(node_id)
+        if node is not None and node.GetSingletonTag() is None:
+            scene.RemoveNode(node)
+
+
 # ---- matrices ---------------------------------------------------------------------------------------
 def _array_from_vtk_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -131,6 +145,7 @@ def labelmap_from_segmentation(
     id_array = vtk.vtkStringArray()
     for sid in ids:
         id_array.InsertNextValue(sid)
+    before = scene_node_ids(scene)
     temporary = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__mmreg_export")
     try:
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
@@ -139,8 +154,8 @@ def labelmap_from_segmentation(
         if not ok or temporary.GetImageData() is None:
             raise ValueError(f"{argument}: {_node_label(segmentation_node)} could not be exported (are all segments empty?)")
         image = image_from_volume(temporary, argument, include_parent_transform=False)  # export copies the parent
-    finally:
-        scene.RemoveNode(temporary)
+    finally:  # the export also adds a display node and a colour table for the temporary labelmap
+        remove_nodes_added_since(scene, before)
     if include_parent_transform:  # the exported labelmap has no parent: add it back
         world = parent_to_world_matrix_ras(segmentation_node)
         image = Image(image.array, Grid(image.grid.shape, FLIP @ world @ FLIP @ image.grid.affine))
@@ -154,6 +169,7 @@ def labelmap_from_segmentation(
 
 def segmentation_from_labelmap(image: Image, names: dict, scene, name: str, node=None):
     """Segmentation node (created if None) whose segments are the labels of ``image``, named by ``names``."""
+    before = scene_node_ids(scene)
     temporary = volume_from_image(image, scene, "__mmreg_import", labelmap=True)
     try:
         if node is None:
@@ -163,11 +179,42 @@ def segmentation_from_labelmap(image: Image, names: dict, scene, name: str, node
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(temporary, node):
             raise ValueError(f"could not import the label map into segmentation '{name}'")
     finally:
-        scene.RemoveNode(temporary)
+        kept = [node] + [node.GetNthDisplayNode(n) for n in range(node.GetNumberOfDisplayNodes())] if node else []
+        remove_nodes_added_since(scene, before, keep=kept)
     segmentation = node.GetSegmentation()
     labels = [v for v in np.unique(image.array).tolist() if v != 0]
     for n, value in enumerate(labels):  # imported segments follow the ascending label values
         segmentation.GetNthSegment(n).SetName(names.get(value, f"label_{value}"))
+    return node
+
+
+def segmentation_from_masks(masks: Sequence[tuple], scene, name: str, node=None):
+    """Segmentation node (created if None, emptied if given) with one segment per ``(name, rgb, Image)`` in
+    ``masks`` order: the image's non-zero voxels. Masks may overlap (unlike the labels of one label map); an
+    all-zero mask gives an empty segment."""
+    before = scene_node_ids(scene)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    try:
+        for segment_name, color, image in masks:
+            count = segmentation.GetNumberOfSegments()
+            if not np.any(image.array):
+                segmentation.AddEmptySegment("", segment_name, [float(c) for c in color])
+                continue
+            temporary = volume_from_image(image.with_array((image.array != 0).astype(np.uint8)), scene,
+                                          "__mmreg_import", labelmap=True)
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(temporary, node):
+                raise ValueError(f"could not import segment '{segment_name}' into segmentation '{name}'")
+            scene.RemoveNode(temporary)
+            segment = segmentation.GetNthSegment(count)
+            segment.SetName(segment_name)
+            segment.SetColor(*[float(c) for c in color])
+    finally:
+        kept = [node] + [node.GetNthDisplayNode(n) for n in range(node.GetNumberOfDisplayNodes())]
+        remove_nodes_added_since(scene, before, keep=kept)
     return node
 
 

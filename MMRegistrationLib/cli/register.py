@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fixed-landmarks", help="fixed landmarks: CSV x,y,z (LPS mm), .mrk.json or .fcsv")
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
     p.add_argument("--init", choices=INITS, help="initialiser (default: the method's own, see 'mmreg methods')")
+    p.add_argument("--initial-transform", help="linear ITK transform file (.h5/.tfm/.txt, fixed -> moving, e.g. a manual "
+                   "alignment saved from Slicer) to start from; used as is (--init none, the default with it) or refined "
+                   "(--init rigid-mask)")
     p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         fixed_landmarks=args.fixed_landmarks,
         moving_landmarks=args.moving_landmarks,
         init=args.init,
+        initial_transform=args.initial_transform,
         options=method_options(args),
         seed=args.seed,
         device=args.device,

@@ -24,6 +24,21 @@ def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Ten
     return ((1 - dice) * weights).sum()
 
 
+def signed_distance_loss(fixed: torch.Tensor, warped: torch.Tensor, scale_mm: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over structures of the mean squared difference of signed distances, in units of ``scale_mm``.
+
+    Args:
+        fixed, warped: ``(C, P)`` signed distances (mm, negative inside; typically clipped) of each structure's
+            fixed surface and warped moving surface at the same points.
+        scale_mm: distances are divided by this (e.g. the clip distance), so the loss is O(1).
+        weights: ``(C,)`` structure weights (default equal); normalised to sum to 1.
+    """
+    per_structure = (((fixed - warped) / scale_mm) ** 2).mean(dim=1)
+    if weights is None:
+        weights = torch.ones_like(per_structure)
+    return (per_structure * weights / weights.sum()).sum()
+
+
 def velocity_mse(velocity: torch.Tensor) -> torch.Tensor:
     """Mean squared velocity (mm^2); ``velocity`` ``(..., 3)``."""
     return (velocity**2).sum(-1).mean()

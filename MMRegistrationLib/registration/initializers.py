@@ -59,7 +59,9 @@ def masks_overlap(fixed_seg: Image, moving_seg: Image, transform: AffineTransfor
     return bool(np.any(fixed_fg & np.isin(warped.array, labels)))
 
 
-def _sdm_stack(seg: Image, labels: Sequence[int], spacing_mm: float, clip_mm: float) -> tuple:
+def sdm_stack(seg: Image, labels: Sequence[int], spacing_mm: float, clip_mm: float) -> tuple:
+    """``((C, K, J, I) float32 clipped signed distances (mm) of each label, the grid they are on)``: ``seg``'s grid
+    coarsened to at least ``spacing_mm``."""
     coarse = seg.grid.resized(np.maximum(seg.grid.spacing, spacing_mm))
     labelmap = resample(seg, coarse, None, interpolation="label-linear")
     maps = [signed_distance_mm(labelmap.array == lab, coarse, clip_mm) for lab in labels]
@@ -130,8 +132,8 @@ def rigid_mask_init(
     params = torch.zeros(6, dtype=torch.float64)
     for level, spacing in enumerate(levels_mm):
         monitor.check("rigid-mask")
-        fixed_sdm, fixed_grid = _sdm_stack(fixed_seg, labels, spacing, clip_mm=2 * band_mm)
-        moving_sdm, moving_grid = _sdm_stack(moving_seg, labels, spacing, clip_mm=2 * band_mm)
+        fixed_sdm, fixed_grid = sdm_stack(fixed_seg, labels, spacing, clip_mm=2 * band_mm)
+        moving_sdm, moving_grid = sdm_stack(moving_seg, labels, spacing, clip_mm=2 * band_mm)
         pts_all = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float32).reshape(-1, 3)
         fixed_vals = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float32)
         near = (fixed_vals.abs() < band_mm).any(dim=1)

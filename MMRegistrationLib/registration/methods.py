@@ -95,6 +95,17 @@ def _sinr_preset(name) -> str:
     return name
 
 
+def _sinr_options() -> tuple:
+    """One option per :class:`SINRConfig` field (default None = the preset's value), help from its docstring."""
+    import dataclasses
+
+    from MMRegistrationLib.registration.sinr import SINRConfig, option_help
+
+    return tuple(
+        MethodOption(f.name, type(f.default), None, option_help(f.name)) for f in dataclasses.fields(SINRConfig)
+    )
+
+
 def _sinr(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
     from MMRegistrationLib.registration.sinr import sinr_config, sinr_register
 
@@ -128,19 +139,11 @@ register_method(
         "sinr",
         _sinr,
         True,
-        "rigid-mask",
+        "auto",
         "surface-driven implicit neural stationary velocity field (paper 000); forward and inverse",
         (
             MethodOption("preset", _sinr_preset, "fast", "fast (interactive) or accurate"),
-            MethodOption("iterations", int, None, "maximum Adam iterations (preset value if not given)"),
-            MethodOption("learning_rate", float, None, "Adam learning rate"),
-            MethodOption("velocity_spacing_mm", float, None, "spacing of the velocity grid (mm)"),
-            MethodOption("loss_spacing_mm", float, None, "spacing of the Dice evaluation points (mm)"),
-            MethodOption("margin_mm", float, None, "margin around the fixed structures (mm)"),
-            MethodOption("weight_bending", float, None, "bending-energy weight"),
-            MethodOption("weight_tv", float, None, "total-variation weight"),
-            MethodOption("weight_mse", float, None, "velocity MSE weight"),
-            MethodOption("context_weight", float, None, "Dice weight of structures other than the prostate"),
+            *_sinr_options(),
         ),
     )
 )

@@ -32,9 +32,24 @@ from MMRegistrationLib.registration.initializers import center_of_mass_init, rig
 from MMRegistrationLib.registration.methods import get_method
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.base import SpatialTransform
+from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.resample import resample, resample_labels
 
-INITS = ("none", "com", "rigid-mask")
+INITS = ("none", "com", "rigid-mask", "auto")
+"""``auto``: ``rigid-mask`` when the segmentations share two or more structures, else ``com``. With the prostate
+alone the rotation is ill-posed (a near-ellipsoid fits at many angles): on 10 DeepReg gland-only pairs
+``rigid-mask`` turned by 23 deg on average (up to 62) and raised the landmark error from 6.1 mm (``com``) to
+7.3 mm, whereas context structures (bladder, rectum, bone) pin the rotation down."""
+
+
+def resolve_init(init: str, inputs: RegistrationInputs) -> str:
+    """The concrete initialiser for ``init`` (``auto`` resolved from the number of shared structures)."""
+    if init != "auto":
+        return init
+    if not inputs.has_segmentations:
+        return "none"
+    shared = set(inputs.fixed_seg.labels()) & set(inputs.moving_seg.labels())
+    return "rigid-mask" if len(shared) >= 2 else "com"
 
 
 def load_inputs(
@@ -68,17 +83,37 @@ def load_inputs(
     return RegistrationInputs(fixed_img, moving_img, fseg, mseg, names, flm, mlm)
 
 
-def initial_transform(init: str, inputs: RegistrationInputs, device=None, monitor=None) -> AffineTransform:
-    """The ``--init`` transform (fixed -> moving)."""
+def initial_transform(
+    init: str, inputs: RegistrationInputs, device=None, monitor=None, start: Optional[AffineTransform] = None
+) -> AffineTransform:
+    """The ``--init`` transform (fixed -> moving).
+
+    ``start`` is a caller's fixed -> moving affine (e.g. a Slicer transform node): ``none`` returns it as is and
+    ``rigid-mask`` refines it; ``com`` would discard it, so it is an error.
+    """
     if init not in INITS:
         raise InputError("--init", f"unknown initialiser '{init}'; choose one of {', '.join(INITS)}")
     if init == "none":
-        return AffineTransform.identity()
+        return start if start is not None else AffineTransform.identity()
     if not inputs.has_segmentations:
         raise InputError("--init", f"'{init}' needs --fixed-seg and --moving-seg")
     if init == "com":
+        if start is not None:
+            raise InputError("--init", "'com' replaces the given initial transform; use 'none' or 'rigid-mask' with it")
         return center_of_mass_init(inputs.fixed_seg, inputs.moving_seg)
-    return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, device=device, progress=monitor)
+    return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, initial=start, device=device, progress=monitor)
+
+
+def _as_start(initial) -> Optional[AffineTransform]:
+    """A caller's initial transform as a fixed -> moving :class:`AffineTransform` (linear transforms only)."""
+    if initial is None:
+        return None
+    if not isinstance(initial, SpatialTransform) or not initial.is_linear:
+        raise InputError("initial", f"the initial transform must be linear (affine), got {type(initial).__name__}")
+    affine = initial if isinstance(initial, AffineTransform) else ComposedTransform([initial]).as_affine()
+    if not np.all(np.isfinite(affine.matrix)) or abs(np.linalg.det(affine.matrix[:3, :3])) < 1e-9:
+        raise InputError("initial", "the initial transform is not invertible")
+    return AffineTransform(affine.matrix, "fixed", "moving")
 
 
 def run_registration(
@@ -90,8 +125,15 @@ def run_registration(
     device: str = "auto",
     progress=None,
     cancel=None,
+    initial: Optional[SpatialTransform] = None,
 ) -> tuple:
     """Run ``method`` on ``inputs``.
+
+    Args:
+        init: the initialiser (``none``, ``com``, ``rigid-mask``; default: the method's, or ``none`` when
+            ``initial`` is given).
+        initial: a linear fixed -> moving transform to start from (e.g. a manual alignment): used as is with
+            ``init='none'``, refined with ``init='rigid-mask'``.
 
     Returns:
         ``(result, record)``: the :class:`RegistrationResult` (fixed -> moving) and a dict describing the run
@@ -100,17 +142,21 @@ def run_registration(
     spec = get_method(method)
     if spec.needs_segmentations and not inputs.has_segmentations:
         raise InputError("--fixed-seg", f"method '{method}' needs --fixed-seg and --moving-seg")
-    init = init or (spec.default_init if inputs.has_segmentations else "none")
+    start = _as_start(initial)
+    init = init or ("none" if start is not None or not inputs.has_segmentations else spec.default_init)
+    if init == "auto" and start is not None:
+        init = "none"
+    init = resolve_init(init, inputs) if init in INITS else init
     resolved = spec.resolve_options(options)
     torch_device = resolve_device(device)
     seed_everything(seed)
     monitor = Monitor.wrap(progress, cancel)
     times = {}
     t0 = time.perf_counter()
-    initial = initial_transform(init, inputs, torch_device, monitor.stage(0.0, 0.3))
+    start_transform = initial_transform(init, inputs, torch_device, monitor.stage(0.0, 0.3), start=start)
     times["init"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    result: RegistrationResult = spec.run(inputs, initial, resolved, torch_device, monitor.stage(0.3, 1.0))
+    result: RegistrationResult = spec.run(inputs, start_transform, resolved, torch_device, monitor.stage(0.3, 1.0))
     times["register"] = time.perf_counter() - t1
     times.update({f"method_{k}": v for k, v in result.stage_seconds.items()})
     record = {
@@ -122,6 +168,8 @@ def run_registration(
         "wall_seconds": times,
         "method_info": result.info,
     }
+    if start is not None:
+        record["initial_matrix"] = start.matrix.tolist()  # the caller's start (fixed -> moving, LPS)
     return result, record
 
 
@@ -228,17 +276,28 @@ def register_files(
     device: str = "auto",
     progress=None,
     cancel=None,
+    initial_transform: Optional[str | os.PathLike] = None,
 ) -> dict:
-    """Load, register, write. Returns the record written to ``out/result.json``."""
+    """Load, register, write. Returns the record written to ``out/result.json``.
+
+    ``initial_transform``: an ITK transform file (fixed -> moving, linear) to start from (``--initial-transform``).
+    """
     t_start = time.perf_counter()
     inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks)
+    start = None
+    if initial_transform is not None:
+        from MMRegistrationLib.io.transforms import read_transform
+
+        start = read_transform(initial_transform, "--initial-transform")
+        if not start.is_linear:
+            raise InputError("--initial-transform", f"{initial_transform} is not linear; an affine/rigid start is needed")
     t_loaded = time.perf_counter()
-    result, record = run_registration(method, inputs, init, options, seed, device, progress, cancel)
+    result, record = run_registration(method, inputs, init, options, seed, device, progress, cancel, initial=start)
     record["inputs"] = {
         k: str(v)
         for k, v in dict(
             fixed=fixed, moving=moving, fixed_seg=fixed_seg, moving_seg=moving_seg,
-            fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks,
+            fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks, initial_transform=initial_transform,
         ).items()
         if v is not None
     }

@@ -24,16 +24,22 @@ from MMRegistrationLib.core.errors import InputError, MMRegError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
-from MMRegistrationLib.losses.functional import bending_energy, soft_dice_loss, total_variation, velocity_mse
+from MMRegistrationLib.losses.functional import (
+    bending_energy,
+    signed_distance_loss,
+    soft_dice_loss,
+    total_variation,
+    velocity_mse,
+)
 from MMRegistrationLib.networks.implicit import FourierFeatureMLP
 from MMRegistrationLib.registration.base import RegistrationResult
-from MMRegistrationLib.registration.initializers import signed_distance_mm
+from MMRegistrationLib.registration.initializers import sdm_stack, signed_distance_mm
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
 from MMRegistrationLib.spatial.jacobian import jacobian_determinant
 from MMRegistrationLib.spatial.resample import resample
-from MMRegistrationLib.spatial.sampling import sample_at_world
+from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
 from MMRegistrationLib.spatial.velocity import exponentiate
 
 
@@ -46,7 +52,11 @@ class SINRConfig:
         velocity_spacing_mm: spacing of the grid on which the MLP is evaluated and ``exp(v)`` computed.
         loss_spacing_mm: spacing of the points where the Dice loss is evaluated.
         mask_smoothing_mm: Gaussian sigma applied to the moving masks (wider capture, smoother gradients).
-        band_mm: the Dice loss is evaluated at loss points within this distance of a fixed surface.
+        band_mm: the losses are evaluated at loss points inside a fixed structure or within this distance of its
+            surface (elsewhere the masks are constant for any displacement smaller than the band).
+        weight_sdm / sdm_clip_mm: weight of the signed-distance loss (mean squared difference of the fixed and
+            warped moving signed distance maps, clipped at ``sdm_clip_mm`` and divided by it; cf. paper 004). It
+            also drives the interior of the structures, which Dice leaves to the regulariser.
         iterations: maximum Adam iterations; learning_rate: Adam step.
         patience / min_improvement: early stop when the loss has not improved by ``min_improvement``
             (relative) for ``patience`` iterations.
@@ -55,21 +65,24 @@ class SINRConfig:
         context_weight: Dice weight of structures other than the prostate (label 1, weight 1).
         num_frequencies, frequency_scale, hidden, depth: the Fourier-feature MLP.
         velocity_scale_mm: the network output is multiplied by this (mm), so its weights stay O(1).
-        squaring_steps: scaling-and-squaring steps.
+        squaring_steps: scaling-and-squaring steps during the fit.
+        output_spacing_mm: the fitted (continuous) velocity is exponentiated on a grid this fine for the outputs.
     """
 
     margin_mm: float = 15.0
     velocity_spacing_mm: float = 4.0
-    loss_spacing_mm: float = 2.0
+    loss_spacing_mm: float = 2.5
     mask_smoothing_mm: float = 1.0
     band_mm: float = 10.0
+    weight_sdm: float = 1.0
+    sdm_clip_mm: float = 10.0
     iterations: int = 80
     learning_rate: float = 5e-3
     patience: int = 15
     min_improvement: float = 1e-3
     weight_mse: float = 1e-4
     weight_tv: float = 0.0
-    weight_bending: float = 100.0
+    weight_bending: float = 30.0
     context_weight: float = 0.5
     num_frequencies: int = 32
     frequency_scale: float = 1.5
@@ -77,13 +90,45 @@ class SINRConfig:
     depth: int = 2
     velocity_scale_mm: float = 1.0
     squaring_steps: int = 6
+    output_spacing_mm: float = 2.0
+
+
+OPTION_HELP = {
+    "margin_mm": "margin (mm) around the fixed structures' bounding box; the field is 0 outside it",
+    "velocity_spacing_mm": "spacing (mm) of the velocity grid (MLP evaluation and scaling and squaring)",
+    "loss_spacing_mm": "spacing (mm) of the points where the losses are evaluated",
+    "mask_smoothing_mm": "Gaussian sigma (mm) applied to the moving masks",
+    "band_mm": "losses are evaluated inside the fixed structures and within this distance (mm) of their surfaces",
+    "weight_sdm": "weight of the signed-distance-map loss (0 = Dice only)",
+    "sdm_clip_mm": "signed distances are clipped at this distance (mm)",
+    "iterations": "maximum Adam iterations",
+    "learning_rate": "Adam learning rate",
+    "patience": "stop when the loss has not improved for this many iterations",
+    "min_improvement": "relative loss decrease that counts as an improvement",
+    "weight_mse": "weight of the velocity MSE (mm^2)",
+    "weight_tv": "weight of the velocity total variation",
+    "weight_bending": "weight of the velocity bending energy",
+    "context_weight": "loss weight of structures other than the prostate (label 1, weight 1)",
+    "num_frequencies": "Fourier features of the MLP input",
+    "frequency_scale": "standard deviation of the Fourier feature frequencies (box coordinates in [-1, 1])",
+    "hidden": "MLP hidden width",
+    "depth": "MLP hidden layers",
+    "velocity_scale_mm": "the MLP output is multiplied by this (mm)",
+    "squaring_steps": "scaling-and-squaring steps during the fit (one more for the output)",
+    "output_spacing_mm": "spacing (mm) of the output displacement fields (the fitted field is continuous)",
+}
+
+
+def option_help(name: str) -> str:
+    """One-line help of a :class:`SINRConfig` field (CLI ``--help`` and the Slicer module's tooltips)."""
+    return OPTION_HELP[name]
 
 
 PRESETS = {
     "fast": SINRConfig(),
     "accurate": SINRConfig(
-        velocity_spacing_mm=3.0, loss_spacing_mm=1.25, iterations=400, learning_rate=3e-3, patience=40,
-        min_improvement=2e-4,
+        velocity_spacing_mm=3.0, loss_spacing_mm=2.0, iterations=200, learning_rate=3e-3, patience=30,
+        min_improvement=2e-4, weight_bending=20.0, output_spacing_mm=1.5,
         hidden=128, num_frequencies=48, frequency_scale=2.0, squaring_steps=7,
     ),
 }
@@ -168,24 +213,40 @@ def sinr_register(
     fixed_masks = np.stack([
         resample(fixed_seg.with_array((fixed_seg.array == lab).astype(np.float32)), loss_grid).array for lab in labels
     ])  # (C, K, J, I) in [0, 1]
-    # Dice is evaluated where it can change: within band_mm of a fixed surface (far from every surface the
-    # masks are constant for any displacement smaller than the band)
-    band = np.zeros(loss_grid.shape, dtype=bool)
-    for mask in fixed_masks:
-        band |= np.abs(signed_distance_mm(mask > 0.5, loss_grid)) < config.band_mm
+    # the losses are evaluated where they can change: inside a structure or within band_mm of its surface
+    fixed_sdm = np.stack([signed_distance_mm(mask > 0.5, loss_grid) for mask in fixed_masks])  # (C, K, J, I)
+    band = np.any(fixed_sdm < config.band_mm, axis=0)
     fixed_soft = torch.as_tensor(fixed_masks[:, band], dtype=dtype, device=device)  # (C, P)
     moving_soft = torch.as_tensor(_soft_masks(moving_seg, labels, config.mask_smoothing_mm), dtype=dtype, device=device)
     loss_points = loss_grid.world_points_torch(device=device, dtype=dtype)[torch.as_tensor(band, device=device)]  # (P, 3)
-    a = torch.as_tensor(initial.matrix, dtype=dtype, device=device)
+    clip = config.sdm_clip_mm
+    if config.weight_sdm > 0:
+        fixed_dist = torch.as_tensor(np.clip(fixed_sdm[:, band], -clip, clip), dtype=dtype, device=device)  # (C, P)
+        moving_sdm, sdm_grid = sdm_stack(moving_seg, labels, config.loss_spacing_mm, clip)
+        moving_dist = torch.as_tensor(moving_sdm, dtype=dtype, device=device)  # (C, K', J', I')
+    # every sampling below goes through grid_sample coordinates precomputed once (linear maps folded together)
+    def _to(matrix: np.ndarray) -> tuple:
+        m = torch.as_tensor(matrix, dtype=dtype, device=device)
+        return m[:3, :3], loss_points @ m[:3, :3].T + m[:3, 3]  # (3, 3), (P, 3)
+
+    u_at_points = _to(world_to_normalized_matrix(vel_grid))[1]  # loss points in the velocity grid
+    moving_linear, moving_base = _to(world_to_normalized_matrix(moving_seg.grid) @ initial.matrix)
+    if config.weight_sdm > 0:
+        sdm_linear, sdm_base = _to(world_to_normalized_matrix(sdm_grid) @ initial.matrix)
 
     def warp_moving(displacement_at_loss: torch.Tensor) -> torch.Tensor:
-        mapped = (loss_points + displacement_at_loss) @ a[:3, :3].T + a[:3, 3]
-        return sample_at_world(moving_soft, moving_seg.grid, mapped, outside_value=0.0).T  # (C, P)
+        """Moving soft masks at ``A(p + u(p))`` -> ``(C, P)`` (0 outside the moving image)."""
+        normalized = moving_base + displacement_at_loss @ moving_linear.T
+        return sample_normalized(moving_soft, normalized, padding_mode="zeros").T
 
     with torch.no_grad():
         start_overlap = (fixed_soft * warp_moving(torch.zeros_like(loss_points))).sum()
     if float(start_overlap) <= 0:
-        raise InputError("--init", "the fixed and moving masks do not overlap after initialisation; use --init com")
+        raise InputError(
+            "--init",
+            "the fixed and moving masks do not overlap after initialisation; check that the segmentations belong to "
+            "these images, or start from --init com / rigid-mask or a closer initial transform",
+        )
 
     primary = 1 if 1 in labels else labels[0]
     weights = torch.tensor([1.0 if lab == primary else config.context_weight for lab in labels], dtype=dtype, device=device)
@@ -194,12 +255,20 @@ def sinr_register(
                             generator=generator).to(device)
     vel_points = vel_grid.world_points_torch(device=device, dtype=dtype)
     lo, hi = vel_points.reshape(-1, 3).min(0).values, vel_points.reshape(-1, 3).max(0).values
-    coords = (2 * (vel_points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
-    window = _window(vel_grid, config.margin_mm, device, dtype)
     spacing = vel_grid.spacing
 
+    def velocity_on(grid: Grid, points: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(K, J, I, 3)`` windowed network velocity (mm) at the voxel centres of ``grid`` (any sub-grid of the box)."""
+        points = grid.world_points_torch(device=device, dtype=dtype) if points is None else points
+        coords = (2 * (points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
+        window = _window(grid, config.margin_mm, device, dtype)
+        return net(coords).reshape(*grid.shape, 3) * config.velocity_scale_mm * window
+
+    vel_coords = (2 * (vel_points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
+    vel_window = _window(vel_grid, config.margin_mm, device, dtype)
+
     def velocity() -> torch.Tensor:
-        return net(coords).reshape(*vel_grid.shape, 3) * config.velocity_scale_mm * window
+        return net(vel_coords).reshape(*vel_grid.shape, 3) * config.velocity_scale_mm * vel_window
 
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     best, best_state, since_best, history = float("inf"), None, 0, []
@@ -209,9 +278,13 @@ def sinr_register(
         optimizer.zero_grad()
         v = velocity()
         u = exponentiate(v, vel_grid, config.squaring_steps)
-        u_loss = sample_at_world(u.permute(3, 0, 1, 2), vel_grid, loss_points, outside_value=0.0)
+        u_loss = sample_normalized(u.permute(3, 0, 1, 2), u_at_points)  # (P, 3)
         dice = soft_dice_loss(fixed_soft, warp_moving(u_loss), weights)
-        loss = dice + config.weight_mse * velocity_mse(v) + config.weight_tv * total_variation(v, spacing)
+        loss = dice
+        if config.weight_sdm > 0:
+            warped_dist = sample_normalized(moving_dist, sdm_base + u_loss @ sdm_linear.T).T  # (C, P), border extended
+            loss = loss + config.weight_sdm * signed_distance_loss(fixed_dist, warped_dist, clip, weights)
+        loss = loss + config.weight_mse * velocity_mse(v) + config.weight_tv * total_variation(v, spacing)
         if config.weight_bending > 0:
             loss = loss + config.weight_bending * bending_energy(v, spacing)
         value = float(loss.detach())
@@ -232,13 +305,16 @@ def sinr_register(
         net.load_state_dict(best_state)
     t_fit = time.perf_counter()
 
+    # the fitted field is continuous: the outputs are exponentiated on a finer grid than the fit used
+    out_grid = box.resized(min(config.output_spacing_mm, config.velocity_spacing_mm))
     with torch.no_grad():
-        v = velocity().to(torch.float64)
-        forward = exponentiate(v, vel_grid, config.squaring_steps)
-        backward = exponentiate(-v, vel_grid, config.squaring_steps)
+        v = velocity_on(out_grid).to(torch.float64)
+        steps = config.squaring_steps + 1
+        forward = exponentiate(v, out_grid, steps)
+        backward = exponentiate(-v, out_grid, steps)
     svf_space = "fixed:svf"
-    field = DisplacementField(vel_grid, forward.cpu(), "fixed", svf_space)
-    inverse_field = DisplacementField(vel_grid, backward.cpu(), svf_space, "fixed")
+    field = DisplacementField(out_grid, forward.cpu(), "fixed", svf_space)
+    inverse_field = DisplacementField(out_grid, backward.cpu(), svf_space, "fixed")
     affine = AffineTransform(initial.matrix, svf_space, "moving")
     det = jacobian_determinant(field)
     info = {
@@ -246,10 +322,11 @@ def sinr_register(
         "final_loss": history[-1] if history else None,
         "best_loss": best,
         "velocity_grid": {"shape": list(vel_grid.shape), "spacing_mm": vel_grid.spacing.tolist()},
+        "output_grid": {"shape": list(out_grid.shape), "spacing_mm": out_grid.spacing.tolist()},
         "loss_grid_shape": list(loss_grid.shape),
         "loss_points": int(band.sum()),
-        "jacobian_min_velocity_grid": float(det.min()),
-        "folding_fraction_velocity_grid": float(np.mean(det <= 0)),
+        "jacobian_min_output_grid": float(det.min()),
+        "folding_fraction_output_grid": float(np.mean(det <= 0)),
         "config": asdict(config),
     }
     return RegistrationResult(

@@ -38,3 +38,25 @@ def sample_at_world(
         inside = grid.inside_mask(index)  # ITK's rule: within half a voxel of the border voxels
         out = torch.where(inside[None, :], out, torch.as_tensor(outside_value, dtype=out.dtype, device=out.device))
     return out.T.reshape(*lead, volume.shape[0])
+
+
+def world_to_normalized_matrix(grid: Grid) -> np.ndarray:
+    """``(4, 4)`` matrix taking homogeneous LPS mm points to ``grid_sample`` coordinates of ``grid``
+    (``align_corners=True``; an axis of size 1 maps to 0). Lets a caller fold it into its own linear maps."""
+    size = np.asarray(grid.size_ijk, dtype=np.float64)
+    scale = np.where(size > 1, 2.0 / np.maximum(size - 1, 1), 0.0)
+    to_normalized = np.diag([*scale, 1.0])
+    to_normalized[:3, 3] = -(size > 1).astype(np.float64)
+    return to_normalized @ np.linalg.inv(grid.affine)
+
+
+def sample_normalized(volume: torch.Tensor, normalized: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """``grid_sample`` of a ``(C, K, J, I)`` volume at ``(..., 3)`` normalized coordinates -> ``(..., C)``.
+
+    The fast path for loops that precompute :func:`world_to_normalized_matrix`: no half-voxel rule;
+    ``padding_mode`` ``"border"`` extends the border values, ``"zeros"`` fades to 0 over the last voxel.
+    """
+    lead = normalized.shape[:-1]
+    out = F.grid_sample(volume[None], normalized.reshape(1, 1, 1, -1, 3).to(volume.dtype), mode="bilinear",
+                        padding_mode=padding_mode, align_corners=ALIGN_CORNERS)[0, :, 0, 0, :]
+    return out.T.reshape(*lead, volume.shape[0])

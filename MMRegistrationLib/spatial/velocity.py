@@ -7,7 +7,7 @@ import torch
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
-from MMRegistrationLib.spatial.sampling import sample_at_world
+from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
 
 
 def exponentiate(velocity: torch.Tensor, grid: Grid, steps: int = 7) -> torch.Tensor:
@@ -23,11 +23,13 @@ def exponentiate(velocity: torch.Tensor, grid: Grid, steps: int = 7) -> torch.Te
         ``u <- u + u(x + u)``. Where ``x + u`` leaves the grid the border value is extended (not 0), so the
         flow stays smooth up to the border; the resulting field, like any field, is 0 outside its grid.
     """
-    points = grid.world_points_torch(device=velocity.device, dtype=velocity.dtype)
+    to_normalized = torch.as_tensor(world_to_normalized_matrix(grid), dtype=velocity.dtype, device=velocity.device)
+    linear = to_normalized[:3, :3]
+    # normalized(x + u) = normalized(x) + linear @ u: the voxel centres' coordinates are computed once
+    base = grid.world_points_torch(device=velocity.device, dtype=velocity.dtype) @ linear.T + to_normalized[:3, 3]
     disp = velocity / (2**steps)
     for _ in range(steps):
-        field = disp.permute(3, 0, 1, 2)
-        disp = disp + sample_at_world(field, grid, points + disp, mode="bilinear", outside_value=None)
+        disp = disp + sample_normalized(disp.permute(3, 0, 1, 2), base + disp @ linear.T, padding_mode="border")
     return disp
 
 

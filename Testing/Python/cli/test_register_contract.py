@@ -136,6 +136,46 @@ def test_progress_is_reported(case):
     assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
 
 
+def test_a_given_initial_transform_is_the_start(case):
+    """``initial`` (e.g. a Slicer transform node): used as is with init 'none' (its default), refined by
+    'rigid-mask'; 'com' would discard it and non-linear starts are refused."""
+    from MMRegistrationLib.core.errors import InputError
+    from MMRegistrationLib.spatial import AffineTransform, DisplacementField
+
+    inputs = load_inputs(case["fixed"], case["moving"], case["fixed_seg"], case["moving_seg"])
+    start = AffineTransform.from_translation([1.5, -2.0, 0.5])
+    result, record = run_registration("none", inputs, initial=start)
+    assert record["init"] == "none" and np.allclose(record["initial_matrix"], start.matrix)
+    np.testing.assert_allclose(result.transform.matrix, start.matrix)
+    refined, record = run_registration("none", inputs, init="rigid-mask", initial=start,
+                                       options=None, progress=None)
+    assert record["init"] == "rigid-mask" and not np.allclose(refined.transform.matrix, start.matrix)
+    with pytest.raises(InputError, match="'com' replaces the given initial transform"):
+        run_registration("none", inputs, init="com", initial=start)
+    field = DisplacementField.from_transform(start, inputs.fixed.grid.resized(8.0))
+    with pytest.raises(InputError, match="initial: the initial transform must be linear"):
+        run_registration("none", inputs, initial=field)
+
+
+def test_initial_transform_file_from_the_command_line(case, tmp_path, capsys):
+    """``--initial-transform``: a linear ITK file (fixed -> moving) is the start of ``--method none`` exactly;
+    a displacement-field file is refused naming the option."""
+    start = sitk.Euler3DTransform((1.0, -2.0, 3.0), 0.05, -0.02, 0.1, (2.0, -1.5, 4.0))
+    sitk.WriteTransform(start, str(tmp_path / "start.tfm"))
+    out = tmp_path / "out"
+    assert main(args_for(case, out, method="none", extra=["--initial-transform", str(tmp_path / "start.tfm")])) == 0
+    written = sitk.ReadTransform(str(out / "transform.h5"))
+    point = (3.0, -7.0, 12.0)
+    np.testing.assert_allclose(written.TransformPoint(point), start.TransformPoint(point), atol=1e-6)
+    record = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    assert record["init"] == "none" and record["inputs"]["initial_transform"].endswith("start.tfm")
+
+    field = sitk.DisplacementFieldTransform(sitk.Image([4, 4, 4], sitk.sitkVectorFloat64, 3))
+    sitk.WriteTransform(field, str(tmp_path / "field.h5"))
+    code = main(args_for(case, tmp_path / "out2", method="none", extra=["--initial-transform", str(tmp_path / "field.h5")]))
+    assert code == 2 and "--initial-transform" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
 def test_module_entry_point_and_console_script():
     out = subprocess.run([sys.executable, "-m", "MMRegistrationLib", "methods"], capture_output=True, text=True)
     assert out.returncode == 0 and "rigid-mask" in out.stdout

@@ -108,6 +108,32 @@ def test_empty_or_missing_segments_are_clear_errors(scene):
         bridge.labelmap_from_segmentation(seg_node, scene, ["nope"])
 
 
+def test_conversions_leave_no_temporary_node_behind(scene):
+    """Exports and imports go through temporary labelmaps; their display and colour nodes are removed too."""
+    grid = covering_grid([5, 0, 15], 90, (2.0, 2.0, 2.0), (10, -5, 20))
+    labels = phantom_labels(grid)
+    seg_node = bridge.segmentation_from_labelmap(labels, {1: "Prostate", 2: "Bladder", 3: "Rectum"}, scene, "anatomy")
+    bridge.labelmap_from_segmentation(seg_node, scene)  # the first export may add singletons (subject hierarchy)
+    count = scene.GetNumberOfNodes()
+    for _ in range(2):
+        bridge.labelmap_from_segmentation(seg_node, scene)
+        bridge.segmentation_from_labelmap(labels, {1: "Prostate"}, scene, "again", node=seg_node)
+    assert scene.GetNumberOfNodes() == count
+    # one segment per mask, overlaps kept, names and colours set, an all-zero mask gives an empty segment
+    masks = [("gland", (1.0, 0.0, 0.0), labels.with_array(labels.array == 1)),
+             ("lesion", (0.0, 1.0, 0.0), labels.with_array((labels.array == 1) & (grid.world_points()[..., 2] > 15))),
+             ("nothing", (0.0, 0.0, 1.0), labels.with_array(labels.array * 0))]
+    node = bridge.segmentation_from_masks(masks, scene, "masks")
+    assert scene.GetNumberOfNodes() == count + 2  # the segmentation and its display node
+    assert list(bridge.segment_names(node).values()) == ["gland", "lesion", "nothing"]
+    ids = list(bridge.segment_names(node))
+    gland, _ = bridge.labelmap_from_segmentation(node, scene, ids[:1], reference_volume=None)
+    lesion, _ = bridge.labelmap_from_segmentation(node, scene, ids[1:2])
+    assert gland.array.sum() == (labels.array == 1).sum() and 0 < lesion.array.sum() < gland.array.sum()
+    assert np.allclose(node.GetSegmentation().GetSegment(ids[1]).GetColor(), (0.0, 1.0, 0.0))
+    assert scene.GetNumberOfNodes() == count + 2
+
+
 def test_roi_becomes_an_oriented_box(scene):
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     rotation = vtk.vtkTransform()

@@ -36,8 +36,33 @@ def _ui_parameter_names(ui_file) -> set:
     return names
 
 
+def _parameter_choices(module_file) -> dict:
+    """Field -> the list given to ``Choice([...])`` in its ``Annotated[...]`` type."""
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    choices = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            for call in ast.walk(node.annotation):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Choice":
+                    choices[node.target.id] = ast.literal_eval(call.args[0])
+    return choices
+
+
+def _module_constant(module_file, name: str):
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{module_file.name}: no module-level {name}")
+
+
+def _ui_widgets(ui_file) -> dict:
+    """Widget name -> class of every widget in the .ui file."""
+    return {w.get("name"): w.get("class") for w in ET.parse(ui_file).getroot().iter("widget")}
+
+
 def test_there_is_at_least_one_module():
-    assert "RegistrationEvaluation" in MODULES
+    assert {"RegistrationEvaluation", "SINRRegistration"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -66,3 +91,49 @@ def test_module_imports_heavy_packages_lazily(module):
     ]
     heavy = [n for n in names if re.match(r"(torch|MMRegistrationLib|MMRegistrationSlicerLib|scipy|skimage)\b", n)]
     assert not heavy, heavy
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_title_category_and_widgets(module):
+    """Every module is in the extension's category; every ``self.ui.name`` the code uses exists in its .ui file;
+    every node selector gets the scene."""
+    folder = MODULES_DIR / module
+    code = (folder / f"{module}.py").read_text(encoding="utf-8")
+    assert 'self.parent.categories = ["Registration.MMRegistration"]' in code
+    title = re.search(r'self\.parent\.title = "([^"]+)"', code).group(1)
+    assert title.replace(" ", "") == module, title
+    ui_file = folder / "Resources" / "UI" / f"{module}.ui"
+    widgets = _ui_widgets(ui_file)
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    assert used <= set(widgets), f"widgets used by the code but missing in the .ui: {used - set(widgets)}"
+    combos = {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
+    receivers = {c.findtext("receiver") for c in ET.parse(ui_file).getroot().iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert combos <= receivers, f"node selectors without the scene: {combos - receivers}"
+
+
+def test_sinr_module_parameters_match_the_engine():
+    """The module's option parameters name real options of the engine's "sinr" method, the preset and
+    initialisation choices are the engine's, and bound widgets are the types the parameter wrapper connects."""
+    from MMRegistrationLib.registration.methods import get_method
+    from MMRegistrationLib.registration.pipeline import INITS
+    from MMRegistrationLib.registration.sinr import PRESETS
+
+    module_file = MODULES_DIR / "SINRRegistration" / "SINRRegistration.py"
+    assert _module_constant(module_file, "METHOD") == "sinr"
+    options = _module_constant(module_file, "OPTIONS")
+    engine_options = {o.name for o in get_method("sinr").options}
+    assert set(options.values()) <= engine_options, set(options.values()) - engine_options
+    assert set(options) <= _parameter_fields(module_file)
+    choices = _parameter_choices(module_file)
+    assert choices["preset"] == list(PRESETS)
+    assert set(choices["initialization"]) == {"default", *INITS}
+    assert choices["device"][0] == "auto"
+    ui_file = MODULES_DIR / "SINRRegistration" / "Resources" / "UI" / "SINRRegistration.ui"
+    root = ET.parse(ui_file).getroot()
+    bound = {w.find("property[@name='SlicerParameterName']/string").text: w.get("class")
+             for w in root.iter("widget") if w.find("property[@name='SlicerParameterName']") is not None}
+    for name in options:  # "preset" at the minimum: a negative value keeps the preset's
+        assert bound[name] in ("QSpinBox", "QDoubleSpinBox"), (name, bound[name])
+    assert {bound[name] for name in choices} == {"QComboBox"}
+    assert bound["applyToMoving"] == "QCheckBox"

@@ -1,0 +1,179 @@
+"""DISA training: LC2-targeted sampler, augmentation that keeps the target, a tiny seeded training, the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from conftest import expect_input_error
+from MMRegistrationLib.core.errors import Cancelled
+from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.networks.disa import DISANet
+from MMRegistrationLib.similarity.disa import PreparedVolume, normalize_intensities
+from MMRegistrationLib.similarity.lc2 import extract_patch, gradient_magnitude, lc2_map
+from MMRegistrationLib.training.disa import (
+    PatchBatcher,
+    PatchPairs,
+    PatchPairSampler,
+    TrainingConfig,
+    VolumePair,
+    agreement,
+    make_training_volume,
+    predict,
+    train_network,
+)
+
+SHAPE = (34, 36, 38)
+
+
+def _prepared(array: np.ndarray) -> PreparedVolume:
+    mask = np.ones(array.shape, dtype=bool)
+    return PreparedVolume(normalize_intensities(array, mask), mask, Grid.from_geometry(array.shape, (2.0, 2.0, 2.0)))
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    """An MR-like structured volume and a US-like one made of its intensity and gradient magnitude plus noise."""
+    rng = np.random.default_rng(0)
+    mr = ndimage.gaussian_filter(rng.normal(size=SHAPE), 2.0)
+    mr = np.tanh(30.0 * mr)  # piecewise-flat tissues with edges
+    grad = gradient_magnitude(torch.tensor(mr)).numpy()
+    gain = np.geomspace(0.05, 3.0, SHAPE[2])  # contrast (and so the LC2 weight) grows along x
+    us = gain * (0.4 * mr + 1.5 * grad + 0.25 * rng.normal(size=SHAPE))
+    return [make_training_volume("us", "us", _prepared(us)), make_training_volume("mr", "mr", _prepared(mr))]
+
+
+@pytest.fixture(scope="module")
+def sampled(volumes):
+    sampler = PatchPairSampler(volumes, search_size=64, targets_per_round=16, rng=np.random.default_rng(1))
+    return sampler.sample(0, VolumePair(0, 1, "first"), 160)
+
+
+def _lc2_brute(target_patch: np.ndarray, volume: np.ndarray, gradient: np.ndarray, centre) -> float:
+    values = []
+    for r in (3, 5, 7):
+        u = target_patch[7 - r:8 + r, 7 - r:8 + r, 7 - r:8 + r].ravel()
+        design = np.stack([extract_patch(volume, centre, r).ravel(), extract_patch(gradient, centre, r).ravel(),
+                           np.ones(u.size)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, u, rcond=None)
+        values.append(1.0 - (u - design @ coef).var() / u.var())
+    return float(np.mean(values))
+
+
+def test_sampler_targets_are_the_lc2_of_the_pairs_and_spread_over_the_range(volumes, sampled):
+    t = sampled.target
+    assert len(sampled) == 160 and t.min() >= 0.0 and t.max() <= 1.0
+    counts = np.histogram(t, bins=5, range=(0, 1))[0]
+    assert (counts > 0).sum() >= 4 and t.std() > 0.15 and t.max() - t.min() > 0.6, counts
+    us, mr = volumes
+    mr64 = mr.volume.array.astype(np.float64)
+    grad = gradient_magnitude(torch.tensor(mr64)).numpy()
+    for row in range(0, 160, 23):
+        patch = extract_patch(us.volume.array.astype(np.float64), sampled.centre_a[row], 7)
+        assert _lc2_brute(patch, mr64, grad, sampled.centre_b[row]) == pytest.approx(float(t[row]), abs=1e-4)
+
+
+def test_sampler_draws_valid_centres_weighted_by_patch_variance(volumes, sampled):
+    us, mr = volumes
+    assert np.all(sampled.volume_a == 0) and np.all(sampled.volume_b == 1)
+    assert all(us.centres[tuple(c)] for c in sampled.centre_a) and all(mr.centres[tuple(c)] for c in sampled.centre_b)
+    w = us.weights
+    drawn = w[tuple(sampled.centre_a.T)].mean()
+    size_biased = (w**2).sum() / w.sum()  # expected mean weight when drawing proportionally to w
+    assert drawn == pytest.approx(size_biased, rel=0.15) and drawn > 1.8 * w[us.centres].mean()
+
+
+def test_octahedral_augmentation_keeps_the_target_exactly(volumes, sampled):
+    pairs = sampled.subset(np.arange(8))
+    batcher = PatchBatcher(volumes, TrainingConfig(rotation="octahedral"), torch.Generator().manual_seed(0))
+    x = batcher.inputs(pairs, augment=True).double()
+    plain = batcher.inputs(pairs, augment=False)
+    assert x.shape == (16, 1, 17, 17, 17) and not torch.allclose(x.float(), plain)
+    for s in range(8):
+        lc2 = lc2_map(x[s, 0], x[8 + s, 0]).values[0, 0, 1, 1, 1]  # centre of the 17^3 inputs
+        assert float(lc2) == pytest.approx(float(pairs.target[s]), abs=1e-5)
+
+
+def test_uniform_rotation_is_the_same_for_both_patches(volumes, sampled):
+    same = sampled.subset(np.arange(6))
+    same.volume_b, same.centre_b = same.volume_a.copy(), same.centre_a.copy()
+    batcher = PatchBatcher(volumes, TrainingConfig(rotation="uniform"), torch.Generator().manual_seed(3))
+    x = batcher.inputs(same, augment=True)
+    plain = batcher.inputs(same, augment=False)
+    for s in range(6):
+        r = np.corrcoef(x[s].flatten().numpy(), x[6 + s].flatten().numpy())[0, 1]
+        assert abs(r) > 0.99999  # identical up to the independent linear intensity change
+        assert abs(np.corrcoef(x[s].flatten().numpy(), plain[s].flatten().numpy())[0, 1]) < 0.999  # rotated
+
+
+def _train(volumes, pairs, seed=0, iterations=40, cancel=None):
+    config = TrainingConfig(batch_size=16, learning_rate=3e-3, warmup_iterations=5, seed=seed)
+    torch.manual_seed(seed)
+    net = DISANet()
+    batcher = PatchBatcher(volumes, config, torch.Generator().manual_seed(seed + 1))
+    before = agreement(predict(net, batcher, pairs), pairs.target)["mse"]
+    history = train_network(net, batcher, pairs, config, iterations, rng=np.random.default_rng(seed), cancel=cancel,
+                            log_every=10)
+    after = agreement(predict(net, batcher, pairs), pairs.target)["mse"]
+    return net, history, before, after
+
+
+def test_tiny_training_reduces_the_loss_and_is_deterministic(volumes, sampled):
+    net_a, hist_a, before, after = _train(volumes, sampled)
+    print(f"mse before {before:.4f} after {after:.4f}")
+    assert after < 0.6 * before, (before, after)
+    assert hist_a.loss[-1] < hist_a.loss[0]
+    net_b, hist_b, _, _ = _train(volumes, sampled)
+    assert hist_a.loss == hist_b.loss
+    assert all(torch.equal(p, q) for p, q in zip(net_a.state_dict().values(), net_b.state_dict().values()))
+
+
+def test_training_can_be_cancelled_and_stops_at_a_deadline(volumes, sampled):
+    with pytest.raises(Cancelled):
+        _train(volumes, sampled, iterations=5, cancel=lambda: True)
+    config = TrainingConfig(batch_size=4)
+    history = train_network(DISANet(), PatchBatcher(volumes, config), sampled, config, 50,
+                            deadline=time.perf_counter() + 0.3)
+    assert history.stopped_at is not None and 0 < history.stopped_at < 50
+
+
+def test_agreement_metrics_and_config_checks():
+    target = np.array([0.1, 0.5, 0.9, 0.3])
+    perfect = agreement(target, target)
+    assert perfect["mse"] == 0.0 and perfect["pearson"] == pytest.approx(1.0)
+    shifted = agreement(target + 0.1, target)
+    assert shifted["mse"] == pytest.approx(0.01) and shifted["pearson"] == pytest.approx(1.0)
+    expect_input_error(lambda: TrainingConfig(rotation="random"), "rotation")
+    expect_input_error(lambda: TrainingConfig(radii=(3, 9)), "radii", "17^3")
+    assert len(PatchPairs.empty()) == 0
+
+
+def test_cli_trains_writes_weights_and_validates(tmp_path, capsys):
+    from MMRegistrationLib.cli.main import main
+
+    data, out = tmp_path / "no_real_data", tmp_path / "weights"
+    data.mkdir()
+    args = ["train-disa", "--iterations", "3", "--samples-per-pair", "24", "--batch-size", "8", "--synthetic-cases",
+            "1", "--synthetic-scale", "0.5", "--data", str(data), "--device", "cpu", "--quiet"]
+    assert main(args + ["--out", str(out)]) == 0
+    side = json.loads((out / "disa_lc2.json").read_text(encoding="utf-8"))
+    assert (out / "disa_lc2.pt").is_file() and (out / "training_log.csv").is_file()
+    training = side["training"]
+    assert training["config"]["iterations"] == 3 and "--iterations 3 --samples-per-pair 24" in training["reproduce"]
+    assert training["metrics"]["validation"]["float"]["n"] > 0 and training["data"]["samples"]["train"] > 0
+    assert {v["name"] for v in training["data"]["volumes"]} == {"synthetic1000_trus", "synthetic1000_mr",
+                                                                  "synthetic1001_trus", "synthetic1001_mr"}
+    capsys.readouterr()
+    assert main(["train-disa", "--validate-only", "--out", str(out), "--data", str(data), "--samples-per-pair", "16",
+                 "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sha256"] == side["sha256"] and report["heldout_volumes"]["float"]["n"] == 16
+    (out / "disa_lc2.pt").write_bytes(b"broken")
+    assert main(["train-disa", "--validate-only", "--out", str(out), "--quiet"]) == 2
+    assert "corrupted" in capsys.readouterr().err
+    assert main(["train-disa", "--iterations", "0", "--out", str(out), "--quiet"]) == 2

@@ -17,7 +17,7 @@ from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.spatial.affine import AffineTransform, rotation_matrix
 from MMRegistrationLib.spatial.resample import resample
-from MMRegistrationLib.spatial.sampling import sample_at_world
+from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
 
 
 def _mask_for(seg: Image, label: Optional[int]) -> np.ndarray:
@@ -142,13 +142,16 @@ def rigid_mask_init(
             keep = torch.randperm(len(pts), generator=torch.Generator().manual_seed(level))[:max_points]
             pts, fixed_vals = pts[keep.to(device)], fixed_vals[keep.to(device)]
         moving_vol = torch.as_tensor(moving_sdm, dtype=torch.float32, device=device)
-        clip = 2 * band_mm
         w = weights.to(device=device, dtype=torch.float32)
+        # world -> grid_sample coordinates of the moving maps, folded into the point map (one matmul per evaluation);
+        # outside the moving grid the border distances are extended (smooth for the optimiser)
+        to_normalized = torch.as_tensor(world_to_normalized_matrix(moving_grid), dtype=torch.float64)
 
         def loss_fn(p: torch.Tensor) -> torch.Tensor:
             a, b = point_map(p)
-            mapped = pts @ a.T.to(device=device, dtype=torch.float32) + b.to(device=device, dtype=torch.float32)
-            warped = sample_at_world(moving_vol, moving_grid, mapped, outside_value=clip)
+            a_n = (to_normalized[:3, :3] @ a).to(device=device, dtype=torch.float32)
+            b_n = (to_normalized[:3, :3] @ b + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
+            warped = sample_normalized(moving_vol, pts @ a_n.T + b_n)
             return (((warped - fixed_vals) ** 2).mean(dim=0) * w).sum()
 
         starts = [params.clone()]
@@ -159,10 +162,13 @@ def rigid_mask_init(
                     s[axis] += sign * np.deg2rad(start_angles_deg) * rot_scale
                     starts.append(s)
         best, best_loss = params, float("inf")
-        for n, start in enumerate(starts):
+        # several starts: each gets a sixth of the iterations (enough to tell the basins apart), then the best one is
+        # refined with the full budget
+        schedule = [(start, max(1, iterations // 6)) for start in starts] if len(starts) > 1 else [(starts[0], iterations)]
+        for n, (start, budget) in enumerate(schedule):
             p = start.clone().requires_grad_(True)
             opt = torch.optim.LBFGS(
-                [p], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_change=1e-6, tolerance_grad=1e-6
+                [p], lr=1.0, max_iter=budget, line_search_fn="strong_wolfe", tolerance_change=1e-6, tolerance_grad=1e-6
             )
 
             def closure():
@@ -177,7 +183,9 @@ def rigid_mask_init(
                 value = float(loss_fn(p))
             if np.isfinite(value) and value < best_loss:
                 best, best_loss = p.detach().cpu().clone(), value
-            monitor.report((level + (n + 1) / len(starts)) / len(levels_mm), f"rigid-mask level {level + 1}")
+            monitor.report((level + (n + 1) / (len(starts) + (len(starts) > 1))) / len(levels_mm), f"rigid-mask level {level + 1}")
+            if n == len(starts) - 1 and len(starts) > 1:
+                schedule.append((best.clone(), iterations))  # refine the best start
         if not np.isfinite(best_loss):
             raise MMRegError("rigid-mask: the distance-map loss is not finite; check the segmentations' geometry")
         params = best

@@ -34,19 +34,22 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--out", required=True, help="output folder (replaced as a whole on success)")
     group = p.add_argument_group("method options (apply to the method that defines them)")
-    seen = {}
+    by_name: dict = {}  # an option name shared by several methods is one flag; its help names each method's default
     for spec in METHODS.values():
         for opt in spec.options:
-            if opt.name in seen:
-                continue
-            seen[opt.name] = spec.name
-            group.add_argument(
-                f"--{opt.name.replace('_', '-')}",
-                dest=f"opt_{opt.name}",
-                type=opt.type if opt.type in (int, float, str) else str,  # custom checks run before init
-                default=None,
-                help=f"[{spec.name}] {opt.help} (default {opt.default})",
-            )
+            by_name.setdefault(opt.name, []).append((spec.name, opt))
+    for name, entries in by_name.items():
+        first = entries[0][1]
+        defaults = "; ".join(
+            f"{method}: {'preset' if opt.default is None else opt.default}" for method, opt in entries
+        )
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"opt_{name}",
+            type=first.type if first.type in (int, float, str) and all(o.type is first.type for _, o in entries) else str,
+            default=None,  # the method's own type conversion and checks run before any work
+            help=f"[{', '.join(m for m, _ in entries)}] {first.help} (default {defaults})",
+        )
     p.set_defaults(func=run)
 
 

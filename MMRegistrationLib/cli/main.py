@@ -1,4 +1,5 @@
-"""``mmreg``: the command line of the engine. Subcommands: register, demo, generate, evaluate, train-disa, methods."""
+"""``mmreg``: the command line of the engine. Subcommands: register, demo, generate, evaluate, train-disa, disa-heatmap,
+methods."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import demo, evaluate, generate, register, train_disa
+    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, register, train_disa
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser(sub)
     evaluate.add_parser(sub)
     train_disa.add_parser(sub)
+    disa_heatmap.add_parser(sub)
     methods = sub.add_parser("methods", help="list registration methods and their options")
     methods.set_defaults(func=_list_methods)
     return parser

@@ -18,7 +18,7 @@ def rotation_matrices(vectors: torch.Tensor) -> torch.Tensor:
     small = theta2 < 1e-8
     theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
     a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / torch.where(small, torch.ones_like(theta2), theta2))
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / (theta * theta))
     x, y, z = vectors.unbind(-1)
     zero = torch.zeros_like(x)
     skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*vectors.shape[:-1], 3, 3)
@@ -50,9 +50,10 @@ def translation_bounds(centre: np.ndarray, initial: np.ndarray, moving_points: n
 def sample_poses(count: int, rotation_range_deg: float, translation_lo: np.ndarray, translation_hi: np.ndarray,
                  seed: int, dtype=torch.float64) -> torch.Tensor:
     """``(count, 6)`` poses: row 0 is the identity (the given start), the others have rotation-vector components
-    uniform in ``+-rotation_range_deg`` and translations uniform in ``[lo, hi]`` per axis (seeded, deterministic)."""
-    generator = torch.Generator().manual_seed(int(seed))
-    u = torch.rand((max(int(count), 1), 6), generator=generator, dtype=torch.float64)
+    in ``+-rotation_range_deg`` and translations in ``[lo, hi]`` per axis, from a scrambled Sobol sequence (covers
+    the 6-D box more evenly than independent uniform draws; seeded, deterministic)."""
+    engine = torch.quasirandom.SobolEngine(6, scramble=True, seed=int(seed))
+    u = engine.draw(max(int(count), 1), dtype=torch.float64)
     rot = (2.0 * u[:, :3] - 1.0) * np.deg2rad(float(rotation_range_deg))
     lo = torch.as_tensor(translation_lo, dtype=torch.float64)
     hi = torch.as_tensor(translation_hi, dtype=torch.float64)
@@ -60,6 +61,13 @@ def sample_poses(count: int, rotation_range_deg: float, translation_lo: np.ndarr
     poses = torch.cat([rot, trans], dim=1)
     poses[0] = 0.0
     return poses.to(dtype)
+
+
+def pose_distance_mm(a: torch.Tensor, b: torch.Tensor, radius_mm: float) -> torch.Tensor:
+    """Rough distance (mm) between poses ``(..., 6)``: translation difference plus the rotation-vector difference
+    times ``radius_mm`` (what a point that far from the centre moves, to first order)."""
+    return torch.linalg.vector_norm(a[..., 3:] - b[..., 3:], dim=-1) + radius_mm * torch.linalg.vector_norm(
+        a[..., :3] - b[..., :3], dim=-1)
 
 
 def evaluate_in_batches(evaluate: Callable, poses: torch.Tensor, batch: int, check=None) -> tuple:
@@ -76,13 +84,23 @@ def evaluate_in_batches(evaluate: Callable, poses: torch.Tensor, batch: int, che
     return torch.cat(losses), torch.cat(overlaps)
 
 
-def best_poses(losses: torch.Tensor, overlaps: torch.Tensor, keep: int, min_overlap: float) -> torch.Tensor:
+def best_poses(losses: torch.Tensor, overlaps: torch.Tensor, keep: int, min_overlap: float,
+               poses: torch.Tensor | None = None, separation_mm: float = 0.0, radius_mm: float = 50.0) -> torch.Tensor:
     """Indices of the ``keep`` lowest finite losses among poses overlapping by at least ``min_overlap`` (best first);
-    empty when none qualifies."""
+    empty when none qualifies. With ``poses`` and ``separation_mm > 0``, a pose closer than ``separation_mm``
+    (:func:`pose_distance_mm`) to a better kept one is skipped, so the kept starts explore different basins."""
     ok = torch.isfinite(losses) & (overlaps >= float(min_overlap))
     candidates = torch.nonzero(ok).flatten()
     if candidates.numel() == 0:
         return candidates
     # stable ordering (ties keep the sampling order) keeps the result deterministic
-    order = torch.argsort(losses[candidates], stable=True)
-    return candidates[order[: max(1, int(keep))]]
+    order = candidates[torch.argsort(losses[candidates], stable=True)]
+    if poses is None or separation_mm <= 0:
+        return order[: max(1, int(keep))]
+    kept: list = []
+    for index in order.tolist():
+        if all(float(pose_distance_mm(poses[index], poses[k], radius_mm)) >= separation_mm for k in kept):
+            kept.append(index)
+            if len(kept) >= max(1, int(keep)):
+                break
+    return torch.as_tensor(kept, dtype=torch.long)

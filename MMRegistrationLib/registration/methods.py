@@ -147,3 +147,67 @@ register_method(
         ),
     )
 )
+
+
+def _disa_options() -> tuple:
+    """One option per :class:`DISARegistrationConfig` field, checked before any work starts."""
+    import dataclasses
+
+    from MMRegistrationLib.registration import disa
+
+    def choice(name: str, choices: tuple):
+        def check(value) -> str:
+            value = str(value)
+            if value not in choices:
+                raise InputError(f"--{name.replace('_', '-')}",
+                                 f"unknown value '{value}'; choose one of {', '.join(choices)}")
+            return value
+
+        return check
+
+    types = {
+        "mode": choice("mode", disa.MODES),
+        "search": choice("search", disa.SEARCHES),
+        "similarity": choice("similarity", disa.SIMILARITIES),
+        "mask": choice("mask", disa.MASKS),
+        "weighting": choice("weighting", disa.WEIGHTINGS),
+        "deformable_after": choice("deformable_after", disa.DEFORMABLE_AFTER),
+        "weights": str,
+        "spacing_mm": float,
+        "fixed_fov_threshold": disa.fov_threshold_option,
+        "moving_fov_threshold": disa.fov_threshold_option,
+        "probe_point": str,
+        "probe_direction": str,
+    }
+    return tuple(
+        MethodOption(f.name, types.get(f.name, type(f.default)), f.default, disa.OPTION_HELP[f.name])
+        for f in dataclasses.fields(disa.DISARegistrationConfig)
+    )
+
+
+def _disa(inputs: RegistrationInputs, initial: AffineTransform, options: dict, device, monitor) -> RegistrationResult:
+    import torch
+
+    from MMRegistrationLib.registration.disa import disa_config, disa_register
+
+    config = disa_config(**options)
+    if config.mask != "none" and not inputs.has_segmentations:
+        raise InputError("--mask", f"'{config.mask}' needs --fixed-seg and --moving-seg")
+    fixed_mask = inputs.fixed_seg if config.mask in ("fixed", "both") else None
+    moving_mask = inputs.moving_seg if config.mask in ("moving", "both") else None
+    return disa_register(inputs.fixed, inputs.moving, initial, config, fixed_mask, moving_mask,
+                         seed=torch.initial_seed(), device=device, progress=monitor,
+                         mask_arguments=("--fixed-seg", "--moving-seg"))
+
+
+register_method(
+    MethodSpec(
+        "disa",
+        _disa,
+        False,
+        "com",
+        "image-based registration on DISA descriptors (paper 001): rigid, affine, probe pressure or deformable; "
+        "local or global search; images alone suffice (--init com when segmentations are given, else none)",
+        _disa_options(),
+    )
+)

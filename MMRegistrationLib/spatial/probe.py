@@ -88,11 +88,13 @@ class ProbeCompression(SpatialTransform):
 
     def __repr__(self) -> str:
         kind = "inverse of " if self.inverted else ""
-        return (f"ProbeCompression({self.direction_label}, {kind}a={self.amplitude_mm:.3f} mm, b={self.decay_mm:.3f} mm, "
-                f"point={np.round(self.point, 2).tolist()}, direction={np.round(self.direction, 3).tolist()})")
+        return (f"ProbeCompression({self.direction_label}, {kind}a={self.amplitude_mm:.3f} mm, "
+                f"b={self.decay_mm:.3f} mm, point={np.round(self.point, 2).tolist()}, "
+                f"direction={np.round(self.direction, 3).tolist()})")
 
 
-def infer_probe_geometry(mask: np.ndarray, grid: Grid, point=None, direction=None, argument: str = "--probe-point") -> tuple:
+def infer_probe_geometry(mask: np.ndarray, grid: Grid, point=None, direction=None,
+                         argument: str = "--probe-point") -> tuple:
     """``(p0, n)`` of an ultrasound field of view ``mask`` (``(K, J, I)`` bool on ``grid``), filling what is not given.
 
     Heuristic for a sector (fan) image: ``n`` is the principal axis (with its sign) along which the field of view

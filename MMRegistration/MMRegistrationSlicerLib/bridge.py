@@ -218,6 +218,27 @@ def segmentation_from_masks(masks: Sequence[tuple], scene, name: str, node=None)
     return node
 
 
+# ---- points -----------------------------------------------------------------------------------------------
+def ras_from_lps(points_lps) -> np.ndarray:
+    """Points ``(..., 3)`` from LPS to RAS mm (for messages and results shown to the user)."""
+    return np.asarray(points_lps, dtype=np.float64) @ FLIP3
+
+
+def points_through_parents(node, points_lps, to_world: bool) -> np.ndarray:
+    """Points ``(N, 3)`` LPS mm mapped by ``node``'s parent transforms (any kind): from the node's local coordinates
+    to world (``to_world``) or from world into them. Unchanged when the node has no parent transform."""
+    points = np.asarray(points_lps, dtype=np.float64).reshape(-1, 3)
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return points.copy()
+    general = vtk.vtkGeneralTransform()
+    if to_world:
+        parent.GetTransformToWorld(general)
+    else:
+        parent.GetTransformFromWorld(general)
+    return np.array([general.TransformPoint(*(p @ FLIP3)) for p in points]).reshape(-1, 3) @ FLIP3
+
+
 # ---- markups ----------------------------------------------------------------------------------------------
 def landmarks_from_markups(node, argument: str = "landmarks") -> np.ndarray:
     """Control points of a markups node in world coordinates, ``(N, 3)`` LPS mm."""

@@ -9,9 +9,11 @@ Geometry (all conversions in :mod:`MMRegistrationSlicerLib.bridge`):
   ignored because the result *replaces* them (it is set as their parent). To start from an existing alignment,
   choose it as the initial transform.
 - The output transform's FromParent mapping is the engine result, fixed -> moving, flattened to one displacement
-  field on the fixed grid (a grid transform); set as the moving nodes' parent it shows them aligned with the fixed
+  field on the fixed grid (a grid transform; a linear result stays a linear transform node, exact); set as the
+  moving nodes' parent it shows them aligned with the fixed
   ones. The optional inverse (moving -> fixed, on the moving grid) does the same for the fixed nodes.
-- Landmarks (TRE only) are read in world coordinates; keep them outside the moving nodes' transform.
+- Landmarks (TRE only) are read in world coordinates; keep them outside the moving nodes' transform. Without
+  segmentations (image-based methods such as DISA) the metrics are the landmarks' TRE alone.
 
 A run adds nodes to the scene only after the engine has finished; if anything fails or is cancelled afterwards,
 the nodes it created are removed again. Inputs are never modified, except the moving volume's and segmentation's
@@ -37,13 +39,14 @@ _ARGUMENT_NAMES = {  # the engine's CLI argument names -> what the Slicer module
 }
 
 
-def readable_engine_error(error: Exception, label: str) -> str:
-    """An engine error message with the CLI's argument names replaced by the module's words."""
+def readable_engine_error(error: Exception, label: str, task: str = "registration") -> str:
+    """An engine error message with the CLI's argument names replaced by the module's words, prefixed with
+    ``"<label> <task>: "`` (e.g. ``"DISA heatmap: "``)."""
     text = re.sub(r"--init (none|com|rigid-mask|auto)\b", r"initialization '\1'", str(error))
     for argument in sorted(_ARGUMENT_NAMES, key=len, reverse=True):
         text = re.sub(re.escape(argument) + r"(?![\w-])", _ARGUMENT_NAMES[argument], text)
     text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), text)
-    return f"{label} registration: {text}"
+    return f"{label} {task}: {text}"
 
 
 def _same(a, b) -> bool:
@@ -62,7 +65,7 @@ class RegistrationOutcome:
         transform: the output transform node (FromParent = fixed -> moving).
         inverse_transform, warped_volume, segmentation, table: the optional outputs (None when not requested).
         before, after: the engine's ``CaseEvaluation`` of the mapped segments (and landmarks) without any transform
-            and with the result.
+            and with the result; landmarks alone give rows-free evaluations (TRE only); None without either.
         record: the engine's run record (method, init, parameters, seed, device, seconds) plus the segment mapping.
         result: the engine's ``RegistrationResult`` (exact, not flattened).
     """
@@ -76,6 +79,16 @@ class RegistrationOutcome:
     after: object = None
     record: dict = field(default_factory=dict)
     result: object = None
+
+
+def _landmark_evaluation(inputs, transform):
+    """A ``CaseEvaluation`` with the landmarks' TRE only (no segment rows, no Jacobian)."""
+    from MMRegistrationLib.evaluation.case import CaseEvaluation
+    from MMRegistrationLib.evaluation.checks import landmark_errors
+
+    tre = landmark_errors(transform, inputs.fixed_landmarks, inputs.moving_landmarks)
+    return CaseEvaluation(rows=[], tre=tre, jacobian=None, jacobian_image=None, warped_moving_seg=None,
+                          transform="identity" if transform is None else repr(transform))
 
 
 class RegistrationLogic:
@@ -313,6 +326,9 @@ class RegistrationLogic:
             out["before"] = evaluate_case(*args, None, jacobian=False, **kwargs)
             out["after"] = evaluate_case(*args, result.transform, jacobian=True, progress=monitor.stage(0.7, 1.0),
                                          **kwargs)
+        elif inputs.fixed_landmarks is not None:  # images alone (DISA): the landmarks' TRE is the only metric
+            out["before"] = _landmark_evaluation(inputs, None)
+            out["after"] = _landmark_evaluation(inputs, result.transform)
         monitor.report(1.0, "done")
         return out
 

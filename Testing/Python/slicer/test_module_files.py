@@ -137,3 +137,66 @@ def test_sinr_module_parameters_match_the_engine():
         assert bound[name] in ("QSpinBox", "QDoubleSpinBox"), (name, bound[name])
     assert {bound[name] for name in choices} == {"QComboBox"}
     assert bound["applyToMoving"] == "QCheckBox"
+
+
+def _parameter_defaults(module_file) -> dict:
+    """Field -> literal default value of the @parameterNodeWrapper class (fields without a literal default left out)."""
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    defaults = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            try:
+                defaults[node.target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return defaults
+
+
+def test_disa_module_parameters_match_the_engine():
+    """The module's advanced parameters name real options of the engine's "disa" method (negative = the engine's
+    default, shown as 'default' at the spin box minimum); the mode/search/similarity/mask choices are the engine's,
+    in its order, with its defaults; the initialisation choices are the pipeline's; widgets are the types the
+    parameter wrapper connects; the logic passes the choices as the engine's arguments of the same names."""
+    import dataclasses
+
+    from MMRegistrationLib.registration import disa
+    from MMRegistrationLib.registration.methods import get_method
+    from MMRegistrationLib.registration.pipeline import INITS
+
+    module_file = MODULES_DIR / "DISASimilarity" / "DISASimilarity.py"
+    assert _module_constant(module_file, "METHOD") == "disa"
+    options = _module_constant(module_file, "OPTIONS")
+    engine_options = {o.name for o in get_method("disa").options}
+    assert set(options.values()) <= engine_options, set(options.values()) - engine_options
+    fields = _parameter_fields(module_file)
+    assert set(options) <= fields
+    choices, defaults = _parameter_choices(module_file), _parameter_defaults(module_file)
+    engine_defaults = {f.name: f.default for f in dataclasses.fields(disa.DISARegistrationConfig)}
+    for name, engine_choices in (("mode", disa.MODES), ("search", disa.SEARCHES), ("similarity", disa.SIMILARITIES),
+                                 ("mask", disa.MASKS)):
+        assert choices[name] == list(engine_choices), name
+        assert defaults[name] == engine_defaults[name], name
+        assert name in engine_options
+    assert set(choices["initialization"]) == {"default", *INITS}
+    assert choices["device"][0] == "auto"
+    assert all(defaults[name] == -1 for name in options), {name: defaults[name] for name in options}
+    ui_file = MODULES_DIR / "DISASimilarity" / "Resources" / "UI" / "DISASimilarity.ui"
+    root = ET.parse(ui_file).getroot()
+    bound = {w.find("property[@name='SlicerParameterName']/string").text: w.get("class")
+             for w in root.iter("widget") if w.find("property[@name='SlicerParameterName']") is not None}
+    for name in options:
+        assert bound[name] in ("QSpinBox", "QDoubleSpinBox"), (name, bound[name])
+        special = root.find(f".//widget[@name='{name}SpinBox']/property[@name='specialValueText']/string")
+        assert special is not None and special.text == "default", name
+    assert {bound[name] for name in choices} == {"QComboBox"}
+    assert bound["applyToMoving"] == bound["heatmapAutoUpdate"] == "QCheckBox"
+    assert bound["weightsFile"] == "QLineEdit"
+    assert _ui_widgets(ui_file)["heatmapPlaceWidget"] == "qSlicerMarkupsPlaceWidget"
+    code = module_file.read_text(encoding="utf-8")
+    assert "p.mode, p.search, p.similarity, p.mask" in code  # register(..., mode, search, similarity, mask, options)
+    import inspect
+
+    from MMRegistrationSlicerLib.disa_logic import DISALogic
+
+    assert list(inspect.signature(DISALogic.register).parameters)[6:11] == ["mode", "search", "similarity", "mask",
+                                                                          "options"]

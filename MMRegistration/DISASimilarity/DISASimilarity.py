@@ -1,0 +1,299 @@
+"""DISA Similarity: MR -> TRUS registration on DISA descriptors from the images alone, and similarity heatmaps. A thin
+module over ``MMRegistrationSlicerLib.disa_logic`` (GUI-free, tested on slicer-core), which runs the engine's ``disa``
+method (``mmreg register --method disa``) and heatmap (``mmreg disa-heatmap``) through the shared registration logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import slicer
+import vtk
+from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode,
+                    vtkMRMLTransformNode)
+from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+METHOD = "disa"
+OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "default") keeps the engine's
+    "iterations": "iterations", "levels": "levels", "spacing": "spacing_mm", "starts": "starts", "refine": "refine",
+    "rotationRange": "rotation_range_deg", "translationRange": "translation_range_mm", "minOverlap": "min_overlap",
+    "maskMargin": "mask_margin_mm", "gridSpacing": "grid_spacing_mm", "weightBending": "weight_bending",
+    "deformableIterations": "deformable_iterations"}
+
+
+class DISASimilarity(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "DISA Similarity"
+        self.parent.categories = ["Registration.MMRegistration"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.helpText = (
+            "Registers a moving volume (e.g. MR) onto a fixed one (e.g. TRUS) from the images alone on learned DISA "
+            "descriptors (or MIND, LC2, mutual information): rigid, affine, probe pressure or deformable, local or global "
+            "search; segmentations are optional (masks, metrics); the result becomes the moving volume's parent transform. "
+            "'Heatmap' shows how similar the point you place in the fixed volume is to every moving voxel."
+        )
+        self.parent.acknowledgementText = "Part of the MMRegistration extension for MR-TRUS registration."
+
+
+@parameterNodeWrapper
+class DISASimilarityParameterNode:
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    fixedSegmentation: vtkMRMLSegmentationNode
+    movingSegmentation: vtkMRMLSegmentationNode
+    initialTransform: vtkMRMLTransformNode
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode
+    movingLandmarks: vtkMRMLMarkupsFiducialNode
+    mode: Annotated[str, Choice(["rigid", "affine", "probe", "deformable"])] = "rigid"
+    search: Annotated[str, Choice(["local", "global"])] = "local"
+    similarity: Annotated[str, Choice(["disa", "lc2", "mind", "mi"])] = "disa"
+    mask: Annotated[str, Choice(["none", "fixed", "moving", "both"])] = "none"
+    initialization: Annotated[str, Choice(["default", "none", "com", "rigid-mask", "auto"])] = "default"
+    iterations: Annotated[int, WithinRange(-1, 10000)] = -1
+    levels: Annotated[int, WithinRange(-1, 6)] = -1
+    spacing: Annotated[float, WithinRange(-1.0, 10.0), Decimals(2)] = -1.0
+    starts: Annotated[int, WithinRange(-1, 100000)] = -1
+    refine: Annotated[int, WithinRange(-1, 100)] = -1
+    rotationRange: Annotated[float, WithinRange(-1.0, 180.0), Decimals(1)] = -1.0
+    translationRange: Annotated[float, WithinRange(-1.0, 500.0), Decimals(1)] = -1.0
+    minOverlap: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2)] = -1.0
+    maskMargin: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
+    gridSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(1)] = -1.0
+    weightBending: Annotated[float, WithinRange(-1.0, 1000000.0), Decimals(1)] = -1.0
+    deformableIterations: Annotated[int, WithinRange(-1, 10000)] = -1
+    weightsFile: str = ""
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    outputTransform: vtkMRMLTransformNode
+    applyToMoving: bool = True
+    inverseTransform: vtkMRMLTransformNode
+    warpedVolume: vtkMRMLScalarVolumeNode
+    outputTable: vtkMRMLTableNode
+    heatmapPoint: vtkMRMLMarkupsFiducialNode
+    heatmapVolume: vtkMRMLScalarVolumeNode
+    heatmapAutoUpdate: bool = True
+
+
+class DISASimilarityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedPoints = None
+        self._running = False
+        self._cancelRequested = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DISASimilarity.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DISASimilarityLogic()
+        self.ui.heatmapPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.heatmapButton.connect("clicked(bool)", self.onHeatmapButton)
+        self.ui.heatmapPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapPointChanged)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self.onHeatmapPointChanged(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[DISASimilarityParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p, reason = self._parameterNode, ""
+        if self._running:
+            reason = "Running: press Cancel to stop"
+        elif not (p and p.fixedVolume and p.movingVolume):
+            reason = "Select the fixed and the moving volume"
+        elif p.fixedVolume == p.movingVolume:
+            reason = "Fixed and moving volume must not be the same"
+        elif bool(p.fixedSegmentation) != bool(p.movingSegmentation):
+            reason = "Select both segmentations, or neither"
+        elif p.mask != "none" and not p.fixedSegmentation:
+            reason = f"Mask '{p.mask}' needs the fixed and the moving segmentation"
+        elif bool(p.fixedLandmarks) != bool(p.movingLandmarks):
+            reason = "Select both landmark lists for TRE, or neither"
+        self.ui.applyButton.toolTip = reason or "Register the moving volume onto the fixed one"
+        self.ui.applyButton.enabled = not reason
+        heatmapReason = ("Running" if self._running else "Select the fixed and the moving volume"
+                         if not (p and p.fixedVolume and p.movingVolume) else
+                         "Select or create a point list, then place a point in the fixed volume"
+                         if not p.heatmapPoint else "")
+        self.ui.heatmapButton.toolTip = heatmapReason or "Similarity of the last placed point to the moving volume"
+        self.ui.heatmapButton.enabled = not heatmapReason
+
+    def onHeatmapPointChanged(self, node) -> None:
+        self.ui.heatmapPlaceWidget.setCurrentNode(node)
+        markups = slicer.vtkMRMLMarkupsNode
+        for event in (markups.PointPositionDefinedEvent, markups.PointEndInteractionEvent):
+            if self._observedPoints is not None:
+                self.removeObserver(self._observedPoints, event, self._onPointMoved)
+            if node is not None:  # a placed or moved point updates the heatmap (heatmapAutoUpdate)
+                self.addObserver(node, event, self._onPointMoved)
+        self._observedPoints = node
+
+    def _onPointMoved(self, caller=None, event=None) -> None:
+        if self._parameterNode and self._parameterNode.heatmapAutoUpdate and self.ui.heatmapButton.enabled:
+            self.onHeatmapButton()
+
+    def _setRunning(self, running: bool) -> None:
+        self._running, self._cancelRequested = running, False
+        self.ui.cancelButton.enabled = running
+        if running:
+            self.ui.progressBar.value = 0
+        self._checkCanApply()
+
+    def _onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = round(100 * fraction)
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()  # keeps the GUI (and the Cancel button) responsive
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.statusLabel.text = "Cancelling..."
+
+    def onApplyButton(self) -> None:
+        from MMRegistrationSlicerLib.disa_logic import registration_summary
+
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay("DISA registration failed.", waitCursor=True):
+                p = self._parameterNode
+                outcome = self.logic.process(p, self._onProgress, lambda: self._cancelRequested)
+                if outcome is None:
+                    self.ui.statusLabel.text = "Cancelled: no output was created"
+                    return
+                p.outputTransform, p.outputTable = outcome.transform, outcome.table
+                self.ui.statusLabel.text = registration_summary(outcome)
+                slicer.util.setSliceViewerLayers(background=p.fixedVolume, foreground=p.movingVolume,
+                                                 foregroundOpacity=0.5)
+        finally:
+            self._setRunning(False)
+
+    def onHeatmapButton(self) -> None:
+        from MMRegistrationSlicerLib.disa_logic import heatmap_summary
+
+        with slicer.util.tryWithErrorDisplay("DISA heatmap failed.", waitCursor=True):
+            p = self._parameterNode
+            result = self.logic.heatmap(p)
+            p.heatmapVolume = result.volume
+            self.ui.statusLabel.text = heatmap_summary(result)
+            slicer.util.setSliceViewerLayers(background=p.movingVolume, foreground=result.volume,
+                                             foregroundOpacity=0.5)
+
+
+class DISASimilarityLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side wrapper of the GUI-free logic (``MMRegistrationSlicerLib.disa_logic``)."""
+
+    _disa = None  # the DISALogic: its descriptor cache is kept between heatmaps
+
+    def getParameterNode(self):
+        return DISASimilarityParameterNode(super().getParameterNode())
+
+    def disaLogic(self):
+        from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
+
+        ensure_engine_dependencies()
+        from MMRegistrationSlicerLib.disa_logic import DISALogic
+
+        if self._disa is None or self._disa.scene is not slicer.mrmlScene:
+            self._disa = DISALogic(slicer.mrmlScene)
+        return self._disa
+
+    @staticmethod
+    def options(p) -> dict:
+        """The engine's advanced DISA options from the parameter node (negative = the engine's default)."""
+        options = {key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}
+        if p.weightsFile.strip():
+            options["weights"] = p.weightsFile.strip()
+        return options
+
+    def process(self, p, progress=None, cancel=None):
+        """Register with the parameter node's inputs and options; raises ValueError on bad input. Returns the
+        ``RegistrationOutcome``, or None when ``cancel()`` stopped the run (the scene is then unchanged)."""
+        logic = self.disaLogic()
+        from MMRegistrationLib.core.errors import Cancelled
+
+        try:
+            return logic.register(
+                p.fixedVolume, p.movingVolume, p.fixedSegmentation, p.movingSegmentation, p.initialTransform,
+                p.mode, p.search, p.similarity, p.mask, self.options(p),
+                init=None if p.initialization == "default" else p.initialization, seed=p.seed, device=p.device,
+                fixed_landmarks=p.fixedLandmarks, moving_landmarks=p.movingLandmarks,
+                output_transform=p.outputTransform, apply_to_moving=p.applyToMoving,
+                inverse_transform=p.inverseTransform, warped_volume=p.warpedVolume, table=p.outputTable,
+                progress=progress, cancel=cancel)
+        except Cancelled:
+            logging.info("DISA registration cancelled")
+            return None
+
+    def heatmap(self, p):
+        """Heatmap of the last control point of ``p.heatmapPoint`` (MIND descriptors when the similarity is
+        ``mind``, else DISA) into ``p.heatmapVolume`` (created if None); raises ValueError on bad input."""
+        return self.disaLogic().heatmap(
+            p.fixedVolume, p.movingVolume, p.heatmapPoint, p.heatmapVolume, point_index=-1,
+            similarity="mind" if p.similarity == "mind" else "disa", weights=p.weightsFile.strip() or None,
+            spacing_mm=p.spacing if p.spacing > 0 else None, device=p.device)
+
+
+class DISASimilarityTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer the same scenarios the pytest suite runs on slicer-core."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        from MMRegistrationSlicerLib import scenarios
+
+        for scenario in (scenarios.disa_registers_sample_case_from_images,
+                         scenarios.heatmap_peaks_at_the_point_of_the_same_image,
+                         scenarios.disa_heatmap_ranks_the_corresponding_point_high,
+                         scenarios.disa_cancel_leaves_the_scene_unchanged):
+            self.setUp()
+            scenario(slicer.mrmlScene)
+            self.delayDisplay(f"{scenario.__name__} passed")

@@ -6,10 +6,9 @@ method (``mmreg register --method disa``) and heatmap (``mmreg disa-heatmap``) t
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import slicer
-import vtk
 from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode,
                     vtkMRMLTransformNode)
 from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
@@ -20,6 +19,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
 
 METHOD = "disa"
 OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "default") keeps the engine's
@@ -84,7 +85,7 @@ class DISASimilarityParameterNode:
     heatmapAutoUpdate: bool = True
 
 
-class DISASimilarityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class DISASimilarityWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -97,52 +98,18 @@ class DISASimilarityWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DISASimilarity.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.setupModuleUI("DISASimilarity.ui")
         self.logic = DISASimilarityLogic()
         self.ui.heatmapPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.heatmapButton.connect("clicked(bool)", self.onHeatmapButton)
         self.ui.heatmapPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapPointChanged)
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
     def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+        ParameterNodeWidgetMixin.onSceneStartClose(self, caller, event)
         self.onHeatmapPointChanged(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode: Optional[DISASimilarityParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p, reason = self._parameterNode, ""

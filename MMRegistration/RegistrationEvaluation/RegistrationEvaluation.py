@@ -7,11 +7,9 @@ the metrics are the engine's (``MMRegistrationLib.evaluation``), the same code a
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import qt
 import slicer
-import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
@@ -27,6 +25,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
 
 
 class RegistrationEvaluation(ScriptedLoadableModule):
@@ -56,7 +56,7 @@ class RegistrationEvaluationParameterNode:
     jacobianVolume: vtkMRMLScalarVolumeNode
 
 
-class RegistrationEvaluationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -67,50 +67,13 @@ class RegistrationEvaluationWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/RegistrationEvaluation.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.setupModuleUI("RegistrationEvaluation.ui")
         self.logic = RegistrationEvaluationLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
         self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
         self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode: Optional[RegistrationEvaluationParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode

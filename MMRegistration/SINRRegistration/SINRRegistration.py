@@ -7,10 +7,9 @@ method is the engine's (``MMRegistrationLib.registration.sinr``), the same code 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import slicer
-import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
@@ -26,6 +25,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
 
 METHOD = "sinr"
 OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "preset") keeps the preset's
@@ -85,7 +86,7 @@ class SINRRegistrationParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
-class SINRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SINRRegistrationWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -97,50 +98,13 @@ class SINRRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SINRRegistration.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.setupModuleUI("SINRRegistration.ui")
         self.logic = SINRRegistrationLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
         self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode: Optional[SINRRegistrationParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode

@@ -1,0 +1,68 @@
+"""What every MMRegistration module widget does the same way: load its ``.ui``, follow the scene's close events and
+keep a typed parameter node connected to the GUI (``SlicerParameterName`` bindings).
+
+A widget class lists :class:`ParameterNodeWidgetMixin` before ``ScriptedLoadableModuleWidget`` and
+``VTKObservationMixin``, calls :meth:`setupModuleUI` from its ``setup`` and defines ``_checkCanApply(caller=None,
+event=None)`` (called whenever the parameter node changes). Imports of Slicer's GUI live inside the methods, so the
+module can be imported (and checked) where Qt is absent.
+"""
+
+from __future__ import annotations
+
+
+class ParameterNodeWidgetMixin:
+    """Parameter-node plumbing shared by the module widgets (needs ``self.logic.getParameterNode()``)."""
+
+    _parameterNode = None
+    _parameterNodeGuiTag = None
+
+    def setupModuleUI(self, ui_file: str):
+        """Load ``Resources/UI/<ui_file>`` into the module panel, set ``self.ui`` and observe the scene closing.
+        Returns the loaded widget."""
+        import slicer
+
+        ui_widget = slicer.util.loadUI(self.resourcePath(f"UI/{ui_file}"))
+        self.layout.addWidget(ui_widget)
+        self.ui = slicer.util.childWidgetVariables(ui_widget)
+        ui_widget.setMRMLScene(slicer.mrmlScene)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        return ui_widget
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self._disconnectParameterNode()
+        self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        """Connect ``inputParameterNode`` (a ``parameterNodeWrapper`` instance, or None) to the GUI."""
+        import vtk
+
+        self._disconnectParameterNode()
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _disconnectParameterNode(self) -> None:
+        import vtk
+
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)

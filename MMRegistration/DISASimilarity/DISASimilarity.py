@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
+from MMRegistrationSlicerLib.module_widget import CancellableRunWidgetMixin, ParameterNodeWidgetMixin
 
 METHOD = "disa"
 OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "default") keeps the engine's
@@ -85,7 +85,8 @@ class DISASimilarityParameterNode:
     heatmapAutoUpdate: bool = True
 
 
-class DISASimilarityWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, ScriptedLoadableModuleWidget,
+                            VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -147,22 +148,6 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidge
     def _onPointMoved(self, caller=None, event=None) -> None:
         if self._parameterNode and self._parameterNode.heatmapAutoUpdate and self.ui.heatmapButton.enabled:
             self.onHeatmapButton()
-
-    def _setRunning(self, running: bool) -> None:
-        self._running, self._cancelRequested = running, False
-        self.ui.cancelButton.enabled = running
-        if running:
-            self.ui.progressBar.value = 0
-        self._checkCanApply()
-
-    def _onProgress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = round(100 * fraction)
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # keeps the GUI (and the Cancel button) responsive
-
-    def onCancelButton(self) -> None:
-        self._cancelRequested = True
-        self.ui.statusLabel.text = "Cancelling..."
 
     def onApplyButton(self) -> None:
         from MMRegistrationSlicerLib.disa_logic import registration_summary

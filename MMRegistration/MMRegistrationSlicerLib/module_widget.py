@@ -66,3 +66,29 @@ class ParameterNodeWidgetMixin:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+
+class CancellableRunWidgetMixin:
+    """Progress bar, status line and Cancel button of a long run (the ``.ui`` has ``progressBar``, ``statusLabel`` and
+    ``cancelButton``). Pass :meth:`_onProgress` and ``lambda: self._cancelRequested`` to the logic."""
+
+    _running = False
+    _cancelRequested = False
+
+    def _setRunning(self, running: bool) -> None:
+        self._running, self._cancelRequested = running, False
+        self.ui.cancelButton.enabled = running
+        if running:
+            self.ui.progressBar.value = 0
+        self._checkCanApply()
+
+    def _onProgress(self, fraction: float, message: str) -> None:
+        import slicer
+
+        self.ui.progressBar.value = round(100 * fraction)
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()  # keeps the GUI (and the Cancel button) responsive
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.statusLabel.text = "Cancelling..."

@@ -26,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
+from MMRegistrationSlicerLib.module_widget import CancellableRunWidgetMixin, ParameterNodeWidgetMixin
 
 METHOD = "sinr"
 OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "preset") keeps the preset's
@@ -86,7 +86,8 @@ class SINRRegistrationParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
-class SINRRegistrationWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, ScriptedLoadableModuleWidget,
+                              VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -130,22 +131,6 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWid
 
         fill_mapping_table(self.ui.mappingTable, self.ui.fixedSegmentationSelector.currentNode(),
                            self.ui.movingSegmentationSelector.currentNode())
-
-    def _setRunning(self, running: bool) -> None:
-        self._running, self._cancelRequested = running, False
-        self.ui.cancelButton.enabled = running
-        if running:
-            self.ui.progressBar.value = 0
-        self._checkCanApply()
-
-    def _onProgress(self, fraction: float, message: str) -> None:
-        self.ui.progressBar.value = round(100 * fraction)
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # keeps the GUI (and the Cancel button) responsive
-
-    def onCancelButton(self) -> None:
-        self._cancelRequested = True
-        self.ui.statusLabel.text = "Cancelling..."
 
     def onApplyButton(self) -> None:
         from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table

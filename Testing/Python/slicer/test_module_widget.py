@@ -56,3 +56,27 @@ def test_parameter_node_is_connected_replaced_and_dropped():
     assert first.connected
     widget.exit()
     assert not first.connected and widget.observed == []
+
+
+def test_cancellable_run_state():
+    from types import SimpleNamespace
+
+    from MMRegistrationSlicerLib.module_widget import CancellableRunWidgetMixin
+
+    class RunWidget(CancellableRunWidgetMixin):
+        def __init__(self):
+            self.ui = SimpleNamespace(cancelButton=SimpleNamespace(enabled=False), progressBar=SimpleNamespace(value=40),
+                                      statusLabel=SimpleNamespace(text=""))
+            self.checks = 0
+
+        def _checkCanApply(self):
+            self.checks += 1
+
+    widget = RunWidget()
+    widget._setRunning(True)
+    assert widget._running and widget.ui.cancelButton.enabled and widget.ui.progressBar.value == 0
+    widget.onCancelButton()
+    assert widget._cancelRequested and widget.ui.statusLabel.text == "Cancelling..."
+    widget._setRunning(False)
+    assert not widget._running and not widget._cancelRequested and not widget.ui.cancelButton.enabled
+    assert widget.checks == 2

@@ -92,36 +92,15 @@ class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, ScriptedLoadableMod
 
     def updateMapping(self, node=None) -> None:
         """Fill the fixed -> moving segment mapping table (matched by name; each row editable)."""
-        from MMRegistrationSlicerLib import bridge
-        from MMRegistrationSlicerLib.evaluation_logic import match_segments_by_name
+        from MMRegistrationSlicerLib.segment_mapping_table import fill_mapping_table
 
-        table = self.ui.mappingTable
-        table.setRowCount(0)
-        fixed, moving = self.ui.fixedSegmentationSelector.currentNode(), self.ui.movingSegmentationSelector.currentNode()
-        if not fixed or not moving:
-            return
-        moving_names = bridge.segment_names(moving)
-        default = match_segments_by_name(fixed, moving)
-        for row, (fixed_id, fixed_name) in enumerate(bridge.segment_names(fixed).items()):
-            table.insertRow(row)
-            item = qt.QTableWidgetItem(fixed_name)
-            item.setData(qt.Qt.UserRole, fixed_id)
-            table.setItem(row, 0, item)
-            combo = qt.QComboBox()
-            combo.addItem("(not evaluated)", "")
-            for moving_id, moving_name in moving_names.items():
-                combo.addItem(moving_name, moving_id)
-            combo.setCurrentIndex(max(0, combo.findData(default.get(fixed_id, ""))))
-            table.setCellWidget(row, 1, combo)
+        fill_mapping_table(self.ui.mappingTable, self.ui.fixedSegmentationSelector.currentNode(),
+                           self.ui.movingSegmentationSelector.currentNode(), unused_text="(not evaluated)")
 
     def currentMapping(self) -> dict:
-        table = self.ui.mappingTable
-        mapping = {}
-        for row in range(table.rowCount):
-            moving_id = table.cellWidget(row, 1).currentData
-            if moving_id:
-                mapping[table.item(row, 0).data(qt.Qt.UserRole)] = moving_id
-        return mapping
+        from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table
+
+        return mapping_from_table(self.ui.mappingTable)
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):

@@ -142,6 +142,7 @@ class DISARegistrationConfig:
     search: str = "local"
     similarity: str = "disa"
     weights: Optional[str] = None
+    precision: str = "float32"
     spacing_mm: Optional[float] = None
     levels: int = 2
     iterations: int = 40
@@ -206,6 +207,8 @@ OPTION_HELP = {
     "search": "local (refine the initial transform) | global (random starts, the best refined)",
     "similarity": "disa (trained descriptors) | mind (MIND-SSC) | lc2 (slow reference) | mi (SimpleITK Mattes MI)",
     "weights": "DISA weights file (default: the shipped Resources/DISA/disa_lc2.pt)",
+    "precision": "float32 | bfloat16: precision of the network's forward pass (bfloat16 is ~5x faster on CPUs with "
+                 "native bfloat16, descriptors within 3e-3)",
     "spacing_mm": "isotropic working spacing (mm) of both images; default: 2 mm (the DISA network's), finer (down to "
                   "1 mm) when the fixed field of view would hold fewer than 1500 descriptors",
     "levels": "resolution levels (each halves the descriptor resolution)",
@@ -535,7 +538,7 @@ def _backend(config: DISARegistrationConfig, descriptors: Optional[DescriptorBac
     from MMRegistrationLib.networks.disa import load_disa
 
     network, _ = load_disa(config.weights, device=device, argument="--weights")
-    return NetworkDescriptors(network, device=device)
+    return NetworkDescriptors(network, device=device, precision=config.precision)
 
 
 def _levels(fixed: Image, moving: Image, config: DISARegistrationConfig, backend, fixed_keep_img, moving_keep_img,

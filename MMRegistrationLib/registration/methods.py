@@ -173,6 +173,7 @@ def _disa_options() -> tuple:
         "weighting": choice("weighting", disa.WEIGHTINGS),
         "deformable_after": choice("deformable_after", disa.DEFORMABLE_AFTER),
         "weights": str,
+        "precision": choice("precision", ("float32", "bfloat16")),
         "spacing_mm": float,
         "fixed_fov_threshold": disa.fov_threshold_option,
         "moving_fov_threshold": disa.fov_threshold_option,

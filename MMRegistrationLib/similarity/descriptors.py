@@ -68,22 +68,26 @@ class NetworkDescriptors(DescriptorBackend):
             normalisation (its dot products approximate LC2); a randomly initialised network does, so that a
             descriptor is most similar to itself.
         quantize: use 8-bit descriptors (paper 001), dequantised for the dot products.
+        precision: ``float32`` or ``bfloat16`` (autocast for the forward pass; see ``compute_descriptors``).
     """
 
     name = "DISA"
     kind = "dot"
 
-    def __init__(self, network, device=None, normalize: bool = False, quantize: bool = False):
+    def __init__(self, network, device=None, normalize: bool = False, quantize: bool = False,
+                 precision: str = "float32"):
         from MMRegistrationLib.networks.disa import RECEPTIVE_FIELD
 
         self.network = network
         self.device = device
         self.normalize = bool(normalize)
         self.quantize = bool(quantize)
+        self.precision = precision
         self.min_voxels = RECEPTIVE_FIELD
 
     def describe(self, volume: PreparedVolume, argument: str = "image") -> DescriptorVolume:
-        result = compute_descriptors(volume, self.network, self.device, quantize=self.quantize)
+        result = compute_descriptors(volume, self.network, self.device, quantize=self.quantize,
+                                     precision=self.precision)
         desc = result.descriptors
         if desc.dtype == torch.int8:
             from MMRegistrationLib.networks.disa import dequantize_descriptors

@@ -138,8 +138,13 @@ def compute_descriptors(
     device=None,
     quantize: bool = False,
     fov_margin_voxels: int = FOV_MARGIN_VOXELS,
+    precision: str = "float32",
 ) -> DescriptorVolume:
     """Descriptors of a prepared volume in one forward pass (no gradient).
+
+    ``precision="bfloat16"`` runs the network under bfloat16 autocast (descriptors returned as float32): on a CPU
+    with native bfloat16 a 128^3 volume took 0.09 s instead of 0.45 s (2 threads), components within 3e-3 of
+    float32 (below the 8-bit quantisation step); on a CPU without it, it can be slower.
 
     Returns a :class:`DescriptorVolume` on the descriptor grid, with the field of view eroded by
     ``fov_margin_voxels`` and sampled at the descriptor positions as its mask.
@@ -147,7 +152,9 @@ def compute_descriptors(
     from MMRegistrationLib.networks.disa import STRIDE, descriptor_grid, quantize_descriptors
 
     device = torch.device(device) if device is not None else next(network.parameters()).device
-    with torch.no_grad():
+    if precision not in ("float32", "bfloat16"):
+        raise InputError("precision", f"unknown precision '{precision}'; choose float32 or bfloat16")
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
         desc = network(volume.to_tensor(device)).float()
     mask = volume.mask
     if fov_margin_voxels > 0 and not mask.all():

@@ -73,6 +73,20 @@ def test_descriptors_geometry_and_field_of_view_mask():
     assert quantized.descriptors.dtype == torch.int8
 
 
+def test_bfloat16_descriptors_stay_close_to_float32():
+    """The bfloat16 forward pass (an option for CPUs with native bfloat16) changes descriptors by far less than the
+    8-bit quantisation step (1/127); an unknown precision is refused."""
+    data, _ = sector_image()
+    prepared = prepare_volume(Image(data, Grid.from_geometry(data.shape, (2.0, 2.0, 2.0))), 2.0, fov_threshold=0.0)
+    torch.manual_seed(0)
+    network = DISANet()
+    full = compute_descriptors(prepared, network).descriptors
+    half = compute_descriptors(prepared, network, precision="bfloat16").descriptors
+    assert half.dtype == torch.float32 and full.abs().max() > 0.05
+    assert float((half - full).abs().max()) < 0.5 / 127
+    expect_input_error(lambda: compute_descriptors(prepared, network, precision="float8"), "precision", "float8")
+
+
 def test_similarity_is_the_masked_weighted_mean_dot_product():
     gen = torch.Generator().manual_seed(0)
     fixed = torch.nn.functional.normalize(torch.randn(1, 16, 4, 5, 6, generator=gen), dim=1)

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--fixed-landmarks", help="fixed landmarks: CSV x,y,z (LPS mm), .mrk.json or .fcsv")
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
     p.add_argument("--init", choices=INITS, help="initialiser (default: the method's own, see 'mmreg methods')")
+    p.add_argument("--label-channel", type=int, help="with 4-D label images holding one binary channel per structure "
+                   "(e.g. DeepReg, MONAI), use this channel (0-based) of --fixed-seg and --moving-seg as the prostate")
     p.add_argument("--initial-transform", help="linear ITK transform file (.h5/.tfm/.txt, fixed -> moving, e.g. a manual "
                    "alignment saved from Slicer) to start from; used as is (--init none, the default with it) or refined "
                    "(--init rigid-mask)")
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         moving_landmarks=args.moving_landmarks,
         init=args.init,
         initial_transform=args.initial_transform,
+        label_channel=args.label_channel,
         options=method_options(args),
         seed=args.seed,
         device=args.device,

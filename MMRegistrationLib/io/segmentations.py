@@ -86,17 +86,40 @@ def _read_seg_nrrd(image: sitk.Image, argument: str, path: Path) -> Segmentation
     return Segmentation(Image(out, grid), names)
 
 
-def read_segmentation(path: str | os.PathLike, argument: str = "segmentation") -> Segmentation:
-    """Read a label map or a Slicer ``.seg.nrrd``; raises :class:`InputError` if empty, non-integer or not 3-D."""
+def _channel_as_labelmap(image: sitk.Image, channel: int, argument: str, path: Path) -> Segmentation:
+    """Channel ``channel`` of a 4-D label image (one binary channel per structure, as DeepReg/MONAI store them) as
+    label 1 on the first three axes' geometry."""
+    if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(argument, f"{path}: --label-channel needs a 4-D label image with one value per voxel")
+    array = sitk.GetArrayFromImage(image)  # (C, K, J, I)
+    if not 0 <= channel < array.shape[0]:
+        raise InputError("--label-channel", f"{path} has channels 0..{array.shape[0] - 1}; channel {channel} does not exist")
+    direction = np.array(image.GetDirection()).reshape(4, 4)[:3, :3]
+    grid = Grid.from_geometry(array.shape[1:], image.GetSpacing()[:3], image.GetOrigin()[:3], direction)
+    values = array[channel]
+    if not np.all(np.isfinite(values)):
+        raise InputError(argument, f"{path} channel {channel} has NaN/Inf values")
+    return Segmentation(Image((values > 0.5).astype(np.uint8), grid), {})
+
+
+def read_segmentation(path: str | os.PathLike, argument: str = "segmentation", channel: int | None = None) -> Segmentation:
+    """Read a label map or a Slicer ``.seg.nrrd``; raises :class:`InputError` if empty, non-integer or not 3-D.
+
+    ``channel``: for a 4-D label image with one binary channel per structure, use that channel as label 1.
+    """
     path = Path(path)
     image = read_sitk_image(path, argument)
     if "Segment0_Name" in image.GetMetaDataKeys() or any(
         k.startswith("Segment") and k.endswith("_Name") for k in image.GetMetaDataKeys()
     ):
         seg = _read_seg_nrrd(image, argument, path)
+    elif image.GetDimension() == 4 and channel is not None:
+        seg = _channel_as_labelmap(image, int(channel), argument, path)
     else:
         if image.GetDimension() != 3:
-            raise InputError(argument, f"{path} is {image.GetDimension()}-D; a 3-D label map is needed")
+            hint = (f" (for one binary channel per structure, choose one with --label-channel N, N in "
+                    f"0..{image.GetSize()[3] - 1})" if image.GetDimension() == 4 else "")
+            raise InputError(argument, f"{path} is {image.GetDimension()}-D; a 3-D label map is needed{hint}")
         lab = Image.from_sitk(image, argument)
         arr = lab.array
         if np.issubdtype(arr.dtype, np.floating):

@@ -59,8 +59,12 @@ def load_inputs(
     moving_seg: Optional[str | os.PathLike] = None,
     fixed_landmarks: Optional[str | os.PathLike] = None,
     moving_landmarks: Optional[str | os.PathLike] = None,
+    label_channel: Optional[int] = None,
 ) -> RegistrationInputs:
-    """Read and validate one case; errors name the CLI argument at fault."""
+    """Read and validate one case; errors name the CLI argument at fault.
+
+    ``label_channel``: with 4-D label images (one binary channel per structure), the channel used as label 1.
+    """
     if (fixed_seg is None) != (moving_seg is None):
         missing = "--moving-seg" if moving_seg is None else "--fixed-seg"
         raise InputError(missing, "segmentations must be given for both images (--fixed-seg and --moving-seg)")
@@ -73,7 +77,8 @@ def load_inputs(
     names: dict = {}
     if fixed_seg is not None:
         fseg, mseg, names = match_segmentations(
-            read_segmentation(fixed_seg, "--fixed-seg"), read_segmentation(moving_seg, "--moving-seg")
+            read_segmentation(fixed_seg, "--fixed-seg", label_channel),
+            read_segmentation(moving_seg, "--moving-seg", label_channel),
         )
     flm = mlm = None
     if fixed_landmarks is not None:
@@ -277,13 +282,14 @@ def register_files(
     progress=None,
     cancel=None,
     initial_transform: Optional[str | os.PathLike] = None,
+    label_channel: Optional[int] = None,
 ) -> dict:
     """Load, register, write. Returns the record written to ``out/result.json``.
 
     ``initial_transform``: an ITK transform file (fixed -> moving, linear) to start from (``--initial-transform``).
     """
     t_start = time.perf_counter()
-    inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks)
+    inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks, label_channel)
     start = None
     if initial_transform is not None:
         from MMRegistrationLib.io.transforms import read_transform

@@ -247,3 +247,24 @@ def test_duplicate_segment_names_are_rejected(tmp_path):
     fixed = read_segmentation(_single_layer_seg(tmp_path / "f.seg.nrrd", order), "--fixed-seg")
     moving = read_segmentation(_single_layer_seg(tmp_path / "m.seg.nrrd"), "--moving-seg")
     expect_input_error(lambda: match_segmentations(fixed, moving), "--fixed-seg", "prostate", "unique")
+
+
+def test_four_d_label_channels(tmp_path):
+    """4-D label images (one binary channel per structure, DeepReg/MONAI style): refused with a hint, or one channel
+    read as label 1 on the first three axes' geometry (spacing, origin and direction kept)."""
+    channels = np.zeros((3, 6, 7, 8), dtype=np.float32)
+    channels[0, 1:5, 2:6, 3:7] = 1.0
+    channels[2, 2, 3, 4] = 1.0
+    image = sitk.GetImageFromArray(channels, isVector=False)
+    image.SetSpacing((0.8, 0.9, 2.0, 1.0))
+    image.SetOrigin((10.0, -5.0, 3.0, 0.0))
+    path = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(image, str(path))
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg"), "--fixed-seg", "4-D", "--label-channel", "0..2")
+    seg = read_segmentation(path, "--fixed-seg", channel=0)
+    assert seg.labels == [1] and int(seg.labelmap.array.sum()) == 4 * 4 * 4
+    np.testing.assert_allclose(seg.labelmap.grid.spacing, (0.8, 0.9, 2.0))
+    np.testing.assert_allclose(seg.labelmap.grid.index_to_world(np.zeros(3)), (10.0, -5.0, 3.0), atol=1e-5)
+    assert int(read_segmentation(path, "--fixed-seg", channel=2).labelmap.array.sum()) == 1
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg", channel=1), "--fixed-seg", "empty")
+    expect_input_error(lambda: read_segmentation(path, "--fixed-seg", channel=5), "--label-channel", "0..2")

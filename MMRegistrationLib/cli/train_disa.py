@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from MMRegistrationLib.cli.progress import ProgressPrinter
     from MMRegistrationLib.core.errors import InputError
-    from MMRegistrationLib.training.disa import default_data_dir
+    from MMRegistrationLib.training.disa_data import default_data_dir
 
     if args.threads is not None:
         if args.threads < 1:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     minutes = args.minutes if args.iterations is None else None
     if minutes is None and args.iterations is None:
         minutes = 55.0
-    from MMRegistrationLib.training.disa import TrainingConfig
+    from MMRegistrationLib.training.disa_config import TrainingConfig
 
     config = TrainingConfig(seed=int(args.seed), **_changes(args))
     result = run_training(data_dir, config, minutes=minutes, device=args.device, progress=progress,

@@ -16,17 +16,10 @@ from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.networks.disa import DISANet
 from MMRegistrationLib.similarity.disa import PreparedVolume, normalize_intensities
 from MMRegistrationLib.similarity.lc2 import extract_patch, gradient_magnitude, lc2_map
-from MMRegistrationLib.training.disa import (
-    PatchBatcher,
-    PatchPairs,
-    PatchPairSampler,
-    TrainingConfig,
-    VolumePair,
-    agreement,
-    make_training_volume,
-    predict,
-    train_network,
-)
+from MMRegistrationLib.training.disa import agreement, predict, train_network
+from MMRegistrationLib.training.disa_config import TrainingConfig
+from MMRegistrationLib.training.disa_data import VolumePair, make_training_volume
+from MMRegistrationLib.training.disa_patches import PatchBatcher, PatchPairs, PatchPairSampler
 
 SHAPE = (34, 36, 38)
 

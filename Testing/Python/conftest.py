@@ -15,6 +15,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def load_benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` under a private module name (``benchmarks/`` is not a package)."""
+    import importlib.util
+    import sys
+
+    key = f"_mmreg_benchmarks_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO_ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 def oblique_grid(
     shape=(24, 30, 28), spacing=(1.3, 0.9, 2.1), origin=(-31.5, 17.25, 42.0), angles_deg=(17.0, -11.0, 28.0)
 ) -> Grid:

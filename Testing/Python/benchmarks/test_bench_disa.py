@@ -5,32 +5,20 @@ No registration runs here; the benchmark itself is run by hand (benchmarks/READM
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark_module
 from MMRegistrationLib.spatial.affine import AffineTransform
 
-BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 
 
-def _load(name: str):
-    """Import benchmarks/<name>.py under a private module name (benchmarks/ is not a package)."""
-    key = f"_mmreg_benchmarks_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_disa")
+    return load_benchmark_module("bench_disa")
 
 
 @pytest.fixture

@@ -6,31 +6,19 @@ The peers need the benchmark-only packages of benchmarks/requirements.txt; their
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, load_benchmark_module
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
 
-BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 DEEPREG = SHARED_DATA / "deepreg_mrus"
 
 
-def _load(name: str):
-    """Import benchmarks/<name>.py under a private module name (benchmarks/ is not a package)."""
-    key = f"_mmreg_benchmarks_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def _has(module: str) -> bool:
@@ -77,7 +65,7 @@ def _translated_pair():
 @pytest.mark.slow
 @pytest.mark.skipif(not _has("ants"), reason="antspyx is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
 def test_ants_syn_on_sdm_recovers_a_known_translation_fixed_to_moving():
-    peers = _load("peers")
+    peers = load_benchmark_module("peers")
     case, points = _translated_pair()
     transform, seconds = peers.ants_syn_on_sdm(case, threads=2)
     assert transform.source == "fixed" and transform.target == "moving"
@@ -92,7 +80,7 @@ def test_ants_transform_conversion_matches_ants_point_mapping(tmp_path):
     """The engine transform built from ANTs' fwdtransforms maps points exactly as ANTs does."""
     import pandas as pd
 
-    peers = _load("peers")
+    peers = load_benchmark_module("peers")
     ants = peers._import_ants(2)
     case, points = _translated_pair()
     f = peers._to_ants(ants, peers.signed_distance_map(case["fixed_seg"]), case["fixed_seg"].grid)
@@ -111,7 +99,7 @@ def test_ants_transform_conversion_matches_ants_point_mapping(tmp_path):
 @pytest.mark.skipif(not (_has("itk") and _has("itk.ElastixPython")),
                     reason="itk-elastix is not installed (pip install --no-deps -r benchmarks/requirements.txt)")
 def test_elastix_bspline_mi_recovers_a_known_translation_fixed_to_moving():
-    peers = _load("peers")
+    peers = load_benchmark_module("peers")
     case, points = _translated_pair()
     transform, seconds = peers.elastix_bspline_mi(case, threads=2)
     assert transform.source == "fixed" and transform.target == "moving"
@@ -122,7 +110,7 @@ def test_elastix_bspline_mi_recovers_a_known_translation_fixed_to_moving():
 
 @pytest.mark.skipif(not DEEPREG.exists(), reason=f"{DEEPREG} is absent (shared data not available)")
 def test_deepreg_cases_load_gland_and_matching_landmarks():
-    datasets = _load("datasets")
+    datasets = load_benchmark_module("datasets")
     cases = list(datasets.deepreg_cases(DEEPREG, limit=1))
     assert len(cases) == 1
     case = cases[0]
@@ -139,6 +127,6 @@ def test_deepreg_cases_load_gland_and_matching_landmarks():
 
 
 def test_deepreg_cases_absent_folder_yields_nothing(tmp_path, capsys):
-    datasets = _load("datasets")
+    datasets = load_benchmark_module("datasets")
     assert list(datasets.deepreg_cases(tmp_path / "nowhere")) == []
     assert "absent" in capsys.readouterr().err

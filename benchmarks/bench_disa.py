@@ -27,7 +27,7 @@ landmark error < ``max(5 mm, 1.5 x best_ref)`` (5 mm on the roughly aligned synt
 even the best rigid alignment leaves several mm). A run that fails (error raised) counts as not converged.
 
 Time per similarity evaluation (``--eval-repeats``): loss + gradient of the rigid objective at the identity pose on
-one level, measured through the engine's internals (``disa._levels`` / ``disa._Model``: benchmark-only use), warmed
+one level, measured through the engine's internals (``disa._levels`` / ``pose_models.PoseModel``), warmed
 up 3 times, then the median of the repeats; both similarities at the same working spacing (2 mm, one level) and at the
 spacing the registration picks by default. The descriptor computation (DISA: once per image pair) is reported
 separately; LC2 recomputes its statistics at every evaluation.
@@ -40,7 +40,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -197,23 +196,28 @@ def run_case(case: dict, index: int, methods: list, args) -> dict:
 
 # ---- evaluation timing ----------------------------------------------------------------------------------
 def time_evaluations(case: dict, repeats: int) -> list:
-    """Seconds per loss + gradient evaluation of DISA and LC2 (module docstring); engine internals."""
+    """Seconds per evaluation of DISA and LC2 on the same working grid (module docstring); engine internals.
+
+    Two regimes: loss + gradient at the identity pose (local optimisation; median of ``repeats`` after 3 warm-ups)
+    and the loss alone for a batch of poses (global search; DISA: 500 poses in the engine's batches, LC2: 8 poses one
+    at a time as the engine does; seconds per pose, median of 3 after a warm-up)."""
     import torch
 
     from MMRegistrationLib.registration import disa as D
+    from MMRegistrationLib.registration.global_search import evaluate_in_batches, sample_poses
+    from MMRegistrationLib.registration.pose_models import PoseModel
 
     rows = []
-    for spacing in (2.0, None):
+    default = D.working_spacing(case["fixed"], D.disa_config(mode="rigid"))
+    for label, spacing in (("2 mm", 2.0), ("default", default)):
         for similarity in ("disa", "lc2"):
             config = D.disa_config(mode="rigid", similarity=similarity, spacing_mm=spacing, levels=1)
-            if spacing is None:
-                config = dataclasses.replace(config, spacing_mm=D.working_spacing(case["fixed"], config))
             backend = None if similarity == "lc2" else D._backend(config, None, torch.device("cpu"))
             levels, describe_s, _ = D._levels(case["fixed"], case["moving"], config, backend, None, None,
                                               torch.device("cpu"))
             level = levels[-1]
             centre = level.points.detach().to(torch.float64).mean(0).numpy()
-            model = D._Model("rigid", centre, np.eye(4))
+            model = PoseModel("rigid", centre, np.eye(4))
             params = torch.zeros(6, dtype=torch.float64, requires_grad=True)
 
             def once():
@@ -228,12 +232,57 @@ def time_evaluations(case: dict, repeats: int) -> list:
                 t0 = time.perf_counter()
                 once()
                 times.append(time.perf_counter() - t0)
-            rows.append({"similarity": similarity, "spacing": "2 mm" if spacing is not None else "default",
-                         "working_spacing_mm": float(config.spacing_mm), "points": int(level.count),
-                         "seconds_per_evaluation": float(np.median(times)),
+            poses = sample_poses(500 if similarity == "disa" else 8, 10.0, -10.0 * np.ones(3), 10.0 * np.ones(3), 0)
+
+            def batch():
+                evaluate_in_batches(lambda p: level.evaluate(model.map(p, level.points)), poses, level.batch_size())
+
+            batch()
+            batch_times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                batch()
+                batch_times.append((time.perf_counter() - t0) / len(poses))
+            rows.append({"similarity": similarity, "spacing": label, "working_spacing_mm": float(spacing),
+                         "points": int(level.count), "seconds_per_evaluation": float(np.median(times)),
+                         "seconds_per_pose_batched": float(np.median(batch_times)),
                          "describe_seconds": float(describe_s) if similarity == "disa" else None})
-            log(f"  eval timing {similarity} at {config.spacing_mm:g} mm: {level.count} points, "
-                f"{1e3 * np.median(times):.2f} ms per loss+gradient")
+            log(f"  eval timing {similarity} at {spacing:g} mm: {level.count} points, "
+                f"{1e3 * np.median(times):.2f} ms per loss+gradient, {1e3 * np.median(batch_times):.3f} ms per pose "
+                "in a batch")
+    return rows
+
+
+def time_descriptors(repeats: int = 5, size: int = 128) -> list:
+    """Seconds to describe a ``size^3`` volume (2 mm, smoothed noise, no field-of-view edge) with the shipped
+    network, per precision (median of ``repeats`` after one warm-up), and the largest descriptor difference to
+    float32."""
+    from scipy import ndimage
+
+    from MMRegistrationLib.core.grid import Grid
+    from MMRegistrationLib.core.image import Image
+    from MMRegistrationLib.networks.disa import load_disa
+    from MMRegistrationLib.similarity.descriptors import NetworkDescriptors
+    from MMRegistrationLib.similarity.disa import native_bfloat16, prepare_volume
+
+    network, _ = load_disa(None, device="cpu")
+    rng = np.random.default_rng(0)
+    data = ndimage.gaussian_filter(rng.normal(size=(size,) * 3), 2.0).astype(np.float32)
+    prepared = prepare_volume(Image(data, Grid.from_geometry(data.shape, (2.0, 2.0, 2.0))), 2.0)
+    rows, reference = [], None
+    for precision in ("float32", "bfloat16"):
+        backend = NetworkDescriptors(network, device="cpu", precision=precision)  # what registration uses
+        backend(prepared)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = backend(prepared).descriptors
+            times.append(time.perf_counter() - t0)
+        reference = out if reference is None else reference
+        rows.append({"precision": precision, "size": size, "seconds": float(np.median(times)),
+                     "max_abs_difference_to_float32": float((out - reference).abs().max()),
+                     "native_bfloat16": native_bfloat16("cpu")})
+        log(f"  descriptors {size}^3 {precision}: {rows[-1]['seconds']:.3f} s")
     return rows
 
 
@@ -290,20 +339,34 @@ def markdown(res: dict) -> str:
             cells.append("failed" if "error" in r else f"{r['final_mm']:.2f} mm, {r['seconds']:.2f} s" if r else "–")
         lines.append(f"| {c['case']} | {c['reference_mm']:.2f} | {c['threshold_mm']:.2f} | " + " | ".join(cells) + " |")
     if res.get("evaluation_timing"):
-        lines += ["", "## Time per similarity evaluation (loss + gradient, rigid, identity pose, one level)", "",
-                  f"Case {res['evaluation_timing_case']}; median of {res['eval_repeats']} after 3 warm-up evaluations; "
-                  "engine internals (`disa._levels`, `disa._Model`). DISA evaluates its descriptors (stride 4) at "
-                  "fewer points than LC2 (every fixed voxel in the field of view); the descriptors are computed once "
-                  "per image pair (column 'describe').", "",
-                  "| spacing | similarity | working spacing (mm) | points | ms / evaluation | LC2 / DISA | describe (s) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Time per similarity evaluation (rigid, one level, same working grid)", "",
+                  f"Case {res['evaluation_timing_case']}; engine internals (`disa._levels`, `PoseModel`). 'loss + "
+                  f"gradient': at the identity pose, median of {res['eval_repeats']} after 3 warm-ups (local "
+                  "optimisation). 'per pose, batched': loss only, DISA 500 poses in the engine's batches, LC2 8 poses "
+                  "(global search), median of 3. Both similarities on the same working grid; DISA evaluates its "
+                  "descriptors (stride 4) at fewer points than LC2 (every fixed voxel in the field of view); the "
+                  "descriptors are computed once per image pair (column 'describe').", "",
+                  "| spacing | similarity | working spacing (mm) | points | ms / loss + gradient | LC2 / DISA | "
+                  "ms / pose, batched | LC2 / DISA | describe (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         et = res["evaluation_timing"]
         for r in et:
             disa_row = next(x for x in et if x["spacing"] == r["spacing"] and x["similarity"] == "disa")
             ratio = r["seconds_per_evaluation"] / disa_row["seconds_per_evaluation"]
+            batched = r.get("seconds_per_pose_batched")
+            bratio = "–" if batched is None else f"{batched / disa_row['seconds_per_pose_batched']:.0f}"
+            bcell = "–" if batched is None else f"{1e3 * batched:.3f}"
             desc = "–" if r["describe_seconds"] is None else f"{r['describe_seconds']:.2f}"
             lines.append(f"| {r['spacing']} | {r['similarity']} | {r['working_spacing_mm']:g} | {r['points']} | "
-                         f"{1e3 * r['seconds_per_evaluation']:.2f} | {ratio:.1f} | {desc} |")
+                         f"{1e3 * r['seconds_per_evaluation']:.2f} | {ratio:.1f} | {bcell} | {bratio} | {desc} |")
+    if res.get("descriptor_timing"):
+        native = res["descriptor_timing"][0]["native_bfloat16"]
+        lines += ["", "## Descriptors of a 128^3 volume (shipped network, 2 mm, one forward pass)", "",
+                  f"Median of 5 after a warm-up; this CPU {'has' if native else 'lacks'} native bfloat16 (the default "
+                  f"`--precision auto` picks {'bfloat16' if native else 'float32'} here).", "",
+                  "| precision | seconds | max difference to float32 |", "|---|---|---|"]
+        for r in res["descriptor_timing"]:
+            lines.append(f"| {r['precision']} | {r['seconds']:.3f} | {r['max_abs_difference_to_float32']:.1e} |")
     for note in res.get("notes", []):
         lines.append(f"\nNote: {note}")
     return "\n".join(lines) + "\n"
@@ -408,6 +471,11 @@ def main(argv=None) -> int:
                     log(f"warm-up {name} on {case['name']}: {time.perf_counter() - t0:.1f} s (discarded)")
                 except Exception as err:
                     log(f"warm-up {name} failed: {type(err).__name__}: {err}")
+            log("time to describe a 128^3 volume:")
+            try:
+                res["descriptor_timing"] = time_descriptors()
+            except Exception as err:
+                res["notes"].append(f"descriptor timing failed: {type(err).__name__}: {err}")
             log("time per similarity evaluation (DISA vs LC2):")
             try:
                 res["evaluation_timing"] = time_evaluations(case, args.eval_repeats)

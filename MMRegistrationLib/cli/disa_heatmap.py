@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.core.device import resolve_device
     from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.io.images import read_image, write_image
-    from MMRegistrationLib.registration.disa import optional_float, parse_vector
+    from MMRegistrationLib.registration.disa_config import optional_float, parse_vector
     from MMRegistrationLib.similarity.descriptors import MINDDescriptors
     from MMRegistrationLib.similarity.heatmap import heatmap_peak, similarity_heatmap
 

@@ -114,7 +114,7 @@ def _sinr(inputs: RegistrationInputs, initial: AffineTransform, options: dict, d
     import torch
 
     return sinr_register(inputs.fixed_seg, inputs.moving_seg, initial, config, seed=torch.initial_seed(), device=device,
-                         progress=monitor)
+                         progress=monitor, fixed_image=inputs.fixed, moving_image=inputs.moving)
 
 
 register_method(MethodSpec("none", _none, False, "none", "no registration beyond the initialiser (--init)"))
@@ -173,7 +173,7 @@ def _disa_options() -> tuple:
         "weighting": choice("weighting", disa.WEIGHTINGS),
         "deformable_after": choice("deformable_after", disa.DEFORMABLE_AFTER),
         "weights": str,
-        "precision": choice("precision", ("float32", "bfloat16")),
+        "precision": choice("precision", disa.PRECISIONS),
         "spacing_mm": float,
         "fixed_fov_threshold": disa.fov_threshold_option,
         "moving_fov_threshold": disa.fov_threshold_option,

@@ -40,7 +40,7 @@ from MMRegistrationLib.spatial.displacement import DisplacementField
 from MMRegistrationLib.spatial.jacobian import jacobian_determinant
 from MMRegistrationLib.spatial.resample import resample
 from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
-from MMRegistrationLib.spatial.velocity import exponentiate
+from MMRegistrationLib.spatial.velocity import border_window, exponentiate
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class SINRConfig:
         velocity_scale_mm: the network output is multiplied by this (mm), so its weights stay O(1).
         squaring_steps: scaling-and-squaring steps during the fit.
         output_spacing_mm: the fitted (continuous) velocity is exponentiated on a grid this fine for the outputs.
+        weight_image: weight of the optional image term (0 = off): the DISA similarity (paper 001, learned LC2) of
+            the fixed and warped moving images at the fixed descriptor positions inside the box, ``1 - sum_p w(p)
+            <phi(F)[p], phi(M)[T(p)]>``, counted from its value at the start; needs the images. It adds what the
+            images show inside and around the structures to the surface terms.
+        image_weights: DISA weights file of the image term ('' = the shipped network).
     """
 
     margin_mm: float = 15.0
@@ -91,6 +96,8 @@ class SINRConfig:
     velocity_scale_mm: float = 1.0
     squaring_steps: int = 6
     output_spacing_mm: float = 2.0
+    weight_image: float = 0.0
+    image_weights: str = ""
 
 
 OPTION_HELP = {
@@ -116,6 +123,9 @@ OPTION_HELP = {
     "velocity_scale_mm": "the MLP output is multiplied by this (mm)",
     "squaring_steps": "scaling-and-squaring steps during the fit (one more for the output)",
     "output_spacing_mm": "spacing (mm) of the output displacement fields (the fitted field is continuous)",
+    "weight_image": "weight of the optional DISA image term (learned LC2 of the fixed and warped moving images inside "
+                    "the box; 0 = off, e.g. 0.5 to use the images too)",
+    "image_weights": "DISA weights file of the image term (default: the shipped network)",
 }
 
 
@@ -154,18 +164,6 @@ def _box_grid(fixed_seg: Image, labels: Sequence[int], margin_mm: float) -> Grid
     return fixed_seg.grid.cropped(lo, hi)
 
 
-def _window(grid: Grid, margin_mm: float, device, dtype) -> torch.Tensor:
-    """``(K, J, I, 1)`` smooth weight: 1 inside, falling to 0 on the box border over ``margin_mm``."""
-    factors = []
-    for axis, n in enumerate(grid.shape):  # k, j, i
-        spacing = grid.spacing[2 - axis]
-        pos = np.arange(n) * spacing
-        dist = np.minimum(pos - pos[0], pos[-1] - pos)
-        ramp = np.clip(dist / max(margin_mm, 1e-6), 0.0, 1.0)
-        factors.append(torch.as_tensor(np.sin(0.5 * math.pi * ramp) ** 2, dtype=dtype, device=device))
-    return (factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :])[..., None]
-
-
 def _soft_masks(seg: Image, labels: Sequence[int], smoothing_mm: float) -> np.ndarray:
     """``(C, K, J, I)`` float32 indicator of each label, Gaussian-smoothed by ``smoothing_mm``."""
     sigma = smoothing_mm / seg.grid.spacing[::-1] if smoothing_mm > 0 else None
@@ -186,6 +184,8 @@ def sinr_register(
     device=None,
     progress=None,
     cancel=None,
+    fixed_image: Optional[Image] = None,
+    moving_image: Optional[Image] = None,
 ) -> RegistrationResult:
     """Fit the SINR velocity field; returns fixed -> moving and moving -> fixed transforms.
 
@@ -193,9 +193,12 @@ def sinr_register(
         fixed_seg, moving_seg: label maps with corresponding label values.
         initial: fixed -> moving affine start (``--init``).
         labels: structures to use (default: all shared labels).
+        fixed_image, moving_image: the images, needed only for ``config.weight_image > 0`` (the fixed field of view
+            is the voxels above 0, as for ultrasound; the whole moving image counts).
 
     Raises:
-        InputError: no shared label, or masks that do not overlap after ``initial``.
+        InputError: no shared label, masks that do not overlap after ``initial``, an image term without images
+            or without a fixed descriptor inside the box, bad images or weights.
         MMRegError: the loss became NaN/Inf.
     """
     monitor = Monitor.wrap(progress, cancel)
@@ -261,11 +264,12 @@ def sinr_register(
         """``(K, J, I, 3)`` windowed network velocity (mm) at the voxel centres of ``grid`` (any sub-grid of the box)."""
         points = grid.world_points_torch(device=device, dtype=dtype) if points is None else points
         coords = (2 * (points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
-        window = _window(grid, config.margin_mm, device, dtype)
+        window = border_window(grid, config.margin_mm, device, dtype)
         return net(coords).reshape(*grid.shape, 3) * config.velocity_scale_mm * window
 
+    image = _image_term(fixed_image, moving_image, box, vel_grid, initial, config, device, dtype)
     vel_coords = (2 * (vel_points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
-    vel_window = _window(vel_grid, config.margin_mm, device, dtype)
+    vel_window = border_window(vel_grid, config.margin_mm, device, dtype)
 
     def velocity() -> torch.Tensor:
         return net(vel_coords).reshape(*vel_grid.shape, 3) * config.velocity_scale_mm * vel_window
@@ -287,13 +291,16 @@ def sinr_register(
         loss = loss + config.weight_mse * velocity_mse(v) + config.weight_tv * total_variation(v, spacing)
         if config.weight_bending > 0:
             loss = loss + config.weight_bending * bending_energy(v, spacing)
+        if image is not None:
+            image_loss = image.loss(u)
+            loss = loss + config.weight_image * (image_loss - image.start)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise MMRegError(f"SINR: the loss became {value} at iteration {it}; try a smaller learning rate")
         loss.backward()
         optimizer.step()
         history.append(value)
-        if value < best * (1 - config.min_improvement):
+        if not math.isfinite(best) or value < best - config.min_improvement * abs(best):  # (can be negative)
             best, since_best = value, 0
             best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
         else:
@@ -329,9 +336,49 @@ def sinr_register(
         "folding_fraction_output_grid": float(np.mean(det <= 0)),
         "config": asdict(config),
     }
+    if image is not None:
+        with torch.no_grad():
+            u_fit = exponentiate(velocity(), vel_grid, config.squaring_steps)
+            info["image_term"] = {"points": image.term.count, "descriptor_spacing_mm": image.term.spacing_mm,
+                                  "loss_start": image.start, "loss_final": float(image.loss(u_fit))}
     return RegistrationResult(
         transform=ComposedTransform([field, affine]),
         inverse=ComposedTransform([affine.inverse(), inverse_field]),
         stage_seconds={"setup": t_setup - t0, "fit": t_fit - t_setup, "finish": time.perf_counter() - t_fit},
         info=info,
     )
+
+
+class _ImageTerm:
+    """SINR's optional image term: :func:`~MMRegistrationLib.similarity.objectives.disa_image_term` on the box, with
+    the fixed descriptor positions precomputed in the velocity grid's normalised coordinates."""
+
+    def __init__(self, term, vel_grid: Grid, initial: AffineTransform, device, dtype):
+        self.term = term
+        points = term.points.to(device=device, dtype=dtype)
+        to_v = torch.as_tensor(world_to_normalized_matrix(vel_grid), dtype=dtype, device=device)
+        self.at_velocity = points @ to_v[:3, :3].T + to_v[:3, 3]  # (Q, 3)
+        a = torch.as_tensor(initial.matrix, dtype=dtype, device=device)
+        self.linear, self.base = a[:3, :3], points @ a[:3, :3].T + a[:3, 3]  # A(p + u) = base + u @ linear^T
+        with torch.no_grad():
+            self.start = float(self.term.evaluate(self.base[None])[0][0])
+
+    def loss(self, u: torch.Tensor) -> torch.Tensor:
+        """``u (K, J, I, 3)`` displacement on the velocity grid -> the DISA loss of ``A(p + u(p))`` (scalar)."""
+        u_at = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity)  # (Q, 3)
+        return self.term.evaluate((self.base + u_at @ self.linear.T)[None])[0][0]
+
+
+def _image_term(fixed_image: Optional[Image], moving_image: Optional[Image], box: Grid, vel_grid: Grid,
+                initial: AffineTransform, config: SINRConfig, device, dtype) -> Optional[_ImageTerm]:
+    if config.weight_image < 0 or not math.isfinite(config.weight_image):
+        raise InputError("--weight-image", f"must be 0 or more, got {config.weight_image}")
+    if config.weight_image == 0:
+        return None
+    if fixed_image is None or moving_image is None:
+        raise InputError("--weight-image", "the image term needs the fixed and moving images (give both, or set "
+                         "--weight-image 0)")
+    from MMRegistrationLib.similarity.objectives import disa_image_term
+
+    term = disa_image_term(fixed_image, moving_image, box, weights=config.image_weights or None, device=device)
+    return _ImageTerm(term, vel_grid, initial, device, dtype)

@@ -18,6 +18,7 @@ descriptor positions).
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -68,17 +69,18 @@ class NetworkDescriptors(DescriptorBackend):
             normalisation (its dot products approximate LC2); a randomly initialised network does, so that a
             descriptor is most similar to itself.
         quantize: use 8-bit descriptors (paper 001), dequantised for the dot products.
-        precision: ``float32`` or ``bfloat16`` (autocast for the forward pass; see ``compute_descriptors``).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (autocast for the forward pass; see ``compute_descriptors``).
     """
 
     name = "DISA"
     kind = "dot"
 
     def __init__(self, network, device=None, normalize: bool = False, quantize: bool = False,
-                 precision: str = "float32"):
+                 precision: str = "auto"):
         from MMRegistrationLib.networks.disa import RECEPTIVE_FIELD
 
-        self.network = network
+        # a channels-last copy (the caller's network is left as it is): ~25 % faster float32 convolutions on the CPU
+        self.network = copy.deepcopy(network).to(memory_format=torch.channels_last_3d)
         self.device = device
         self.normalize = bool(normalize)
         self.quantize = bool(quantize)

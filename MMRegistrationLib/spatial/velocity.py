@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
 from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
+
+
+def border_window(grid: Grid, ramp_mm: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(K, J, I, 1)`` weight for a velocity field on ``grid``: 0 on the grid's border, rising as ``sin^2`` to 1 over
+    ``ramp_mm`` from it. A velocity multiplied by it vanishes on the border, so its exponential is the identity
+    outside the grid and continuous across its border."""
+    factors = []
+    for axis, n in enumerate(grid.shape):  # k, j, i
+        pos = np.arange(n) * grid.spacing[2 - axis]
+        dist = np.minimum(pos - pos[0], pos[-1] - pos)
+        ramp = np.clip(dist / max(float(ramp_mm), 1e-6), 0.0, 1.0)
+        factors.append(torch.as_tensor(np.sin(0.5 * np.pi * ramp) ** 2, dtype=dtype, device=device))
+    return (factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :])[..., None]
 
 
 def exponentiate(velocity: torch.Tensor, grid: Grid, steps: int = 7) -> torch.Tensor:

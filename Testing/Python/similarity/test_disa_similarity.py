@@ -87,6 +87,32 @@ def test_bfloat16_descriptors_stay_close_to_float32():
     expect_input_error(lambda: compute_descriptors(prepared, network, precision="float8"), "precision", "float8")
 
 
+def test_auto_precision_follows_native_bfloat16_support(monkeypatch):
+    """``auto`` is bfloat16 exactly when the device computes it natively, float32 otherwise (same descriptors as
+    asking for that precision by name)."""
+    from MMRegistrationLib.similarity import disa as similarity_disa
+
+    data, _ = sector_image()
+    prepared = prepare_volume(Image(data, Grid.from_geometry(data.shape, (2.0, 2.0, 2.0))), 2.0, fov_threshold=0.0)
+    torch.manual_seed(0)
+    network = DISANet()
+    for native, expected in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(similarity_disa, "native_bfloat16", lambda device, native=native: native)
+        assert similarity_disa.resolve_precision("auto", "cpu") == expected
+        auto = compute_descriptors(prepared, network, precision="auto").descriptors
+        named = compute_descriptors(prepared, network, precision=expected).descriptors
+        assert torch.equal(auto, named)
+    assert similarity_disa.resolve_precision("float32", "cpu") == "float32"
+    expect_input_error(lambda: similarity_disa.resolve_precision("half", "cpu"), "precision", "half")
+
+
+def test_native_bfloat16_is_false_off_cpu_and_cuda():
+    from MMRegistrationLib.similarity.disa import native_bfloat16
+
+    assert native_bfloat16("meta") is False
+    assert isinstance(native_bfloat16("cpu"), bool)
+
+
 def test_similarity_is_the_masked_weighted_mean_dot_product():
     gen = torch.Generator().manual_seed(0)
     fixed = torch.nn.functional.normalize(torch.randn(1, 16, 4, 5, 6, generator=gen), dim=1)

@@ -1,0 +1,92 @@
+"""Parametric transform models of DISA registration (fixed -> moving; ``A0`` the initial affine, ``c`` the centre).
+
+- ``rigid``: ``T(x) = A0(R(x - c) + c + t)``, 6 parameters (rotation vector x :data:`PARAMETER_SCALE_MM`, translation
+  mm);
+- ``affine``: ``T(x) = A0((I + L)(x - c) + c + t)``, 12 parameters (``L`` x :data:`PARAMETER_SCALE_MM`, ``t``);
+- ``probe``: ``T(x) = A0(R(P(x) - c) + c + t)`` with ``P`` the probe-pressure compression of
+  :mod:`MMRegistrationLib.spatial.probe` (amplitude ``a`` mm, decay ``b`` mm): 6 + 2 parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from MMRegistrationLib.registration.global_search import rotation_matrices
+from MMRegistrationLib.spatial.probe import compress
+
+PARAMETER_SCALE_MM = 50.0
+"""Rotation-vector and affine-matrix parameters are optimised multiplied by this length (mm): one unit moves a
+point 50 mm from the centre by about 1 mm, like one unit of translation, which keeps L-BFGS well conditioned."""
+
+
+class PoseModel:
+    """Maps a batch of parameter vectors ``(B, n)`` and fixed points ``(P, 3)`` to moving points ``(B, P, 3)``."""
+
+    def __init__(self, kind: str, centre: np.ndarray, initial: np.ndarray, probe: Optional[tuple] = None,
+                 decay_mm: float = 15.0):
+        self.kind = kind
+        self.n = {"rigid": 6, "affine": 12, "probe": 8}[kind]
+        self.centre = torch.as_tensor(centre, dtype=torch.float64)
+        self.initial = torch.as_tensor(initial, dtype=torch.float64)
+        self.probe = probe
+        self.decay_mm = float(decay_mm)
+
+    def linear(self, params: torch.Tensor) -> tuple:
+        """``(M (B, 3, 3), m (B, 3))`` of the affine part, initial transform included (float64)."""
+        c = self.centre
+        eye = torch.eye(3, dtype=params.dtype)
+        if self.kind == "affine":
+            lin = eye + params[:, :9].reshape(-1, 3, 3) / PARAMETER_SCALE_MM
+            t = params[:, 9:12]
+        else:
+            lin = rotation_matrices(params[:, :3] / PARAMETER_SCALE_MM)
+            t = params[:, 3:6]
+        b = c - lin @ c + t
+        a0, t0 = self.initial[:3, :3], self.initial[:3, 3]
+        return a0 @ lin, b @ a0.T + t0
+
+    def probe_parameters(self, params: torch.Tensor) -> tuple:
+        """``(a, b)`` (mm) of each row; ``a`` is kept above ``-0.9 b`` (invertible compression)."""
+        decay = self.decay_mm * torch.exp(params[:, 7] / self.decay_mm)
+        amplitude = torch.maximum(params[:, 6], -0.9 * decay)
+        return amplitude, decay
+
+    def map(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        m_lin, m_off = self.linear(params)
+        dtype = points.dtype
+        m_lin, m_off = m_lin.to(points.device, dtype), m_off.to(points.device, dtype)
+        if self.kind == "probe":
+            amplitude, decay = self.probe_parameters(params)
+            p0 = torch.as_tensor(self.probe[0], dtype=dtype, device=points.device)
+            n = torch.as_tensor(self.probe[1], dtype=dtype, device=points.device)
+            pts = compress(points[None], p0, n, amplitude.to(points.device, dtype)[:, None],
+                           decay.to(points.device, dtype)[:, None])
+            return torch.einsum("bij,bpj->bpi", m_lin, pts) + m_off[:, None]
+        return torch.einsum("bij,pj->bpi", m_lin, points) + m_off[:, None]
+
+    def matrix(self, params: torch.Tensor) -> np.ndarray:
+        """4x4 fixed(-after-probe) -> moving matrix of one parameter vector ``(n,)``."""
+        m_lin, m_off = self.linear(params[None].detach())
+        out = np.eye(4)
+        out[:3, :3] = m_lin[0].numpy()
+        out[:3, 3] = m_off[0].numpy()
+        return out
+
+
+def rigid_to_affine(params: torch.Tensor) -> torch.Tensor:
+    """The 12 ``affine`` parameters of the same map as the 6 ``rigid`` ones (to start the affine stage)."""
+    rot = rotation_matrices(params[None, :3] / PARAMETER_SCALE_MM)[0]
+    return torch.cat([((rot - torch.eye(3, dtype=params.dtype)) * PARAMETER_SCALE_MM).reshape(9), params[3:6]])
+
+
+def nearest_rotation(linear: np.ndarray) -> np.ndarray:
+    """Nearest rotation to a 3x3 matrix (for reporting the rotation angle of an affine result)."""
+    u, _, vt = np.linalg.svd(linear)
+    rot = u @ vt
+    if np.linalg.det(rot) < 0:
+        u[:, -1] *= -1
+        rot = u @ vt
+    return rot

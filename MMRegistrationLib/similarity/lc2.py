@@ -96,11 +96,14 @@ def gradient_magnitude(volume: torch.Tensor, spacing_ijk: Sequence[float] = (1.0
     """Gradient magnitude of ``(..., D, H, W)``: central differences inside, one-sided at the border.
 
     ``spacing_ijk`` is the voxel size along ``(i, j, k)`` = ``(W, H, D)`` (the order of ``Grid.spacing``); units
-    are intensity per spacing unit. Same shape as the input; differentiable.
+    are intensity per spacing unit. Same shape as the input; differentiable (gradient 0 where the image is flat).
     """
     s_i, s_j, s_k = (float(s) for s in spacing_ijk)
     dz, dy, dx = torch.gradient(volume, spacing=(s_k, s_j, s_i), dim=(-3, -2, -1), edge_order=1)
-    return torch.sqrt(dz * dz + dy * dy + dx * dx)
+    squared = dz * dz + dy * dy + dx * dx
+    # sqrt has an infinite derivative at 0 (flat regions, e.g. outside a field of view): 0 there instead of NaN
+    flat = squared <= 0
+    return torch.where(flat, torch.zeros_like(squared), torch.sqrt(torch.where(flat, torch.ones_like(squared), squared)))
 
 
 def box_mean(volume: torch.Tensor, radius: int) -> torch.Tensor:

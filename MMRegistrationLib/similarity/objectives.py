@@ -166,10 +166,6 @@ class LC2Objective:
                             align_corners=ALIGN_CORNERS)[0, :, :, :, 0]  # (2, B, P)
         shape = self.fixed.shape[-3:]
         values = out[0].reshape(b, 1, *shape)
-        if values.requires_grad:
-            # lc2's gradient magnitude is sqrt(.) of exactly 0 where the resampled moving image is flat (outside it):
-            # its derivative there is 0 * inf = NaN; the subgradient is bounded, 0 is a valid choice
-            values.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
         result = lc2_map(self.fixed.expand(b, 1, *shape), values, self.radii, self.spacing_ijk)
         w = result.weights.to(torch.float64)[:, 0] * self.crop_mask
         total = w.sum(dim=(1, 2, 3)).clamp_min(1e-30)

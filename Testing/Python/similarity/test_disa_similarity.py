@@ -44,6 +44,10 @@ def test_normalisation_inside_the_field_of_view():
     assert abs(out[inside].mean()) < 1e-5 and out[inside].std() == pytest.approx(1.0, abs=1e-5)
     assert np.all(out[~inside] == 0)
     expect_input_error(lambda: normalize_intensities(np.full((5, 5, 5), 3.0)), "image", "constant")
+    # float32 interpolation noise on a constant image is not structure
+    noisy = (np.full((5, 5, 5), 1000.0) + np.random.default_rng(0).normal(0, 2e-4, (5, 5, 5))).astype(np.float32)
+    assert noisy.std() > 0
+    expect_input_error(lambda: normalize_intensities(noisy), "image", "constant")
     expect_input_error(lambda: normalize_intensities(data, np.zeros_like(inside)), "image", "empty field of view")
 
 

@@ -177,3 +177,20 @@ def test_patch_search_rejects_wrong_patch_shapes():
     expect_input_error(lambda: search(torch.zeros(2, 13, 13, 13)), "patches", "(S, 15, 15, 15)")
     with pytest.raises(InputError, match="smaller than one patch"):
         PatchSearch(np.zeros((10, 20, 20)))
+
+
+def test_gradients_stay_finite_where_the_moving_image_is_flat():
+    """A moving image with a flat region (e.g. zero outside a field of view): the gradient magnitude's sqrt must not
+    turn its zero into NaN gradients."""
+    from MMRegistrationLib.similarity.lc2 import gradient_magnitude
+
+    fixed, moving = volumes("structured")
+    flat = torch.as_tensor(moving.copy())
+    flat[:, :, :8] = 0.0
+    flat.requires_grad_(True)
+    magnitude = gradient_magnitude(flat)
+    assert float(magnitude[..., 2:6].abs().max()) == 0.0
+    result = lc2_map(torch.as_tensor(fixed)[None, None], flat[None, None])
+    result.values.sum().backward()
+    assert flat.grad is not None and bool(torch.isfinite(flat.grad).all())
+    assert float(flat.grad.abs().max()) > 0

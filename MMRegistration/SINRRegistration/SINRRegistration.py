@@ -33,7 +33,7 @@ OPTIONS = {  # parameter -> engine option of the method; a negative value (shown
     "iterations": "iterations", "learningRate": "learning_rate", "velocitySpacing": "velocity_spacing_mm",
     "lossSpacing": "loss_spacing_mm", "margin": "margin_mm", "weightBending": "weight_bending",
     "weightTV": "weight_tv", "weightMSE": "weight_mse", "contextWeight": "context_weight",
-    "weightSDM": "weight_sdm", "outputSpacing": "output_spacing_mm",
+    "weightSDM": "weight_sdm", "outputSpacing": "output_spacing_mm", "weightImage": "weight_image",
 }
 
 
@@ -82,6 +82,7 @@ class SINRRegistrationParameterNode:
     contextWeight: Annotated[float, WithinRange(-1.0, 10.0), Decimals(3)] = -1.0
     weightSDM: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(3)] = -1.0
     outputSpacing: Annotated[float, WithinRange(-1.0, 20.0), Decimals(2)] = -1.0
+    weightImage: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(3)] = -1.0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 

@@ -123,3 +123,20 @@ def test_folding_is_detected():
     stats = jacobian_statistics(jacobian_determinant(DisplacementField(g, u)))
     assert 0.1 < stats["folding_fraction"] < 0.5
     assert stats["jacobian_min"] < 0
+
+
+def test_border_window_vanishes_on_the_border_and_ramps_over_its_length():
+    """0 on every face, 1 farther than the ramp from all faces, sin^2 in between (anisotropic oblique grid: the ramp
+    is in mm along each axis)."""
+    from MMRegistrationLib.spatial.velocity import border_window
+
+    grid = oblique_grid(shape=(12, 16, 20), spacing=(1.0, 2.0, 3.0))
+    window = border_window(grid, 6.0)[..., 0].numpy()
+    assert window.shape == grid.shape
+    for face in (window[0], window[-1], window[:, 0], window[:, -1], window[:, :, 0], window[:, :, -1]):
+        assert np.abs(face).max() == 0.0
+    # along i (spacing 1 mm, index 2 of (k, j, i)) in the middle of the other axes: 3 mm from the border -> sin^2(pi/4)
+    k, j = grid.shape[0] // 2, grid.shape[1] // 2
+    assert window[k, j, 3] == pytest.approx(0.5, abs=1e-6)
+    assert window[k, j, 6] == pytest.approx(1.0, abs=1e-6)
+    assert window[k, j, grid.shape[2] // 2] == pytest.approx(1.0, abs=1e-6)

@@ -124,7 +124,7 @@ OPTION_HELP = {
     "squaring_steps": "scaling-and-squaring steps during the fit (one more for the output)",
     "output_spacing_mm": "spacing (mm) of the output displacement fields (the fitted field is continuous)",
     "weight_image": "weight of the optional DISA image term (learned LC2 of the fixed and warped moving images inside "
-                    "the box; 0 = off, e.g. 0.5 to use the images too)",
+                    "the box, relative to the surface terms); 0 = off",
     "image_weights": "DISA weights file of the image term (default: the shipped network)",
 }
 

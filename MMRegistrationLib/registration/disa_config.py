@@ -11,6 +11,7 @@ import numpy as np
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.registration.pose_models import PROBE_DECAY_RANGE_MM
 from MMRegistrationLib.similarity.disa import PRECISIONS
 from MMRegistrationLib.similarity.objectives import MIN_DESCRIPTOR_POINTS, WEIGHTINGS, descriptor_spacing
 
@@ -123,6 +124,10 @@ class DISARegistrationConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, parse_vector(value, _flag(name)))
+        lo, hi = PROBE_DECAY_RANGE_MM
+        if not lo <= float(self.probe_decay_mm) <= hi:
+            raise InputError("--probe-decay-mm", f"must be within [{lo:g}, {hi:g}] mm (the fitted decay stays there), "
+                             f"got {self.probe_decay_mm}")
         if self.probe_direction is not None and np.linalg.norm(self.probe_direction) < 1e-9:
             raise InputError("--probe-direction", "must not be the zero vector")
         if self.similarity == "mi" and (self.mode not in ("rigid", "affine") or self.search != "local"):
@@ -153,7 +158,8 @@ OPTION_HELP = {
     "moving_fov_threshold": "moving field of view = voxels above this value ('none' = all)",
     "probe_point": "probe mode: probe position x,y,z (LPS mm, fixed image; default: the sector apex)",
     "probe_direction": "probe mode: beam direction x,y,z into the tissue (default: the sector axis)",
-    "probe_decay_mm": "probe mode: starting decay length (mm) of the compression",
+    "probe_decay_mm": "probe mode: starting decay length (mm) of the compression (fitted within 5-60 mm; the "
+                      "amplitude is fitted >= 0: a probe only pushes)",
     "deformable_after": "deformable: start the velocity field from the affine (default) or the rigid result",
     "grid_spacing_mm": "deformable: velocity grid spacing (mm)",
     "weight_bending": "deformable: weight of the velocity field's bending energy",

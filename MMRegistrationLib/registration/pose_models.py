@@ -22,6 +22,11 @@ PARAMETER_SCALE_MM = 50.0
 point 50 mm from the centre by about 1 mm, like one unit of translation, which keeps L-BFGS well conditioned."""
 
 
+PROBE_DECAY_RANGE_MM = (5.0, 60.0)
+"""Bounds of the probe compression's decay length ``b`` (mm): from a push confined to the tissue touching the probe
+to one reaching across a prostate; outside them the two probe parameters only fit noise."""
+
+
 class PoseModel:
     """Maps a batch of parameter vectors ``(B, n)`` and fixed points ``(P, 3)`` to moving points ``(B, P, 3)``."""
 
@@ -49,9 +54,12 @@ class PoseModel:
         return a0 @ lin, b @ a0.T + t0
 
     def probe_parameters(self, params: torch.Tensor) -> tuple:
-        """``(a, b)`` (mm) of each row; ``a`` is kept above ``-0.9 b`` (invertible compression)."""
-        decay = self.decay_mm * torch.exp(params[:, 7] / self.decay_mm)
-        amplitude = torch.maximum(params[:, 6], -0.9 * decay)
+        """``(a, b)`` (mm) of each row: ``a >= 0`` (a probe can only push tissue away; measured: without this bound
+        the DISA similarity chose expansions of 3-9 mm on synthetic cases whose truth is a 5 mm compression, and MIND
+        one of 14.5 mm, 2.3 mm worse in TRE than rigid) and ``b`` within :data:`PROBE_DECAY_RANGE_MM`."""
+        lo, hi = PROBE_DECAY_RANGE_MM
+        decay = torch.clamp(self.decay_mm * torch.exp(params[:, 7] / self.decay_mm), lo, hi)
+        amplitude = torch.clamp(params[:, 6], min=0.0)
         return amplitude, decay
 
     def map(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

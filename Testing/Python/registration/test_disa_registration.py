@@ -154,6 +154,21 @@ def test_probe_mode_recovers_a_known_compression(fixed_grid):
     np.testing.assert_allclose(back, pts[::40], atol=1e-6)
 
 
+def test_probe_parameters_stay_physical():
+    """The fitted amplitude is never negative (a probe only pushes) and the decay stays within its range, whatever
+    the optimiser's raw parameters; a starting decay outside the range is refused."""
+    from MMRegistrationLib.registration.pose_models import PROBE_DECAY_RANGE_MM, PoseModel
+
+    model = PoseModel("probe", np.zeros(3), np.eye(4), (np.zeros(3), np.array([0.0, 1.0, 0.0])), 15.0)
+    raw = torch.zeros((3, 8), dtype=torch.float64)
+    raw[:, 6] = torch.tensor([-6.0, 0.0, 7.5])
+    raw[:, 7] = torch.tensor([-200.0, 0.0, 200.0])
+    amplitude, decay = model.probe_parameters(raw)
+    assert amplitude.tolist() == [0.0, 0.0, 7.5]
+    assert decay.tolist() == [PROBE_DECAY_RANGE_MM[0], 15.0, PROBE_DECAY_RANGE_MM[1]]
+    expect_input_error(lambda: disa_config(mode="probe", probe_decay_mm=100.0), "--probe-decay-mm", "within")
+
+
 def test_probe_result_written_as_a_grid_transform_maps_like_the_engine(fixed_grid, tmp_path):
     from MMRegistrationLib.io.transforms import write_transform
 

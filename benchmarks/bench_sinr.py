@@ -7,7 +7,8 @@ and generated cases); ``<out>`` is ``sinr`` (``sinr_quick`` with ``--quick``).
 Methods (``--methods``):
 
 * engine: ``sinr-fast`` = method ``sinr`` with ``{"preset": "fast"}``, ``sinr-accurate`` = ``sinr`` with
-  ``{"preset": "accurate"}``, ``rigid-mask``, or any other name in ``MMRegistrationLib.registration.methods.METHODS``
+  ``{"preset": "accurate"}``, ``sinr-fast-image`` = ``fast`` plus the DISA image term (``weight_image`` 1),
+  ``rigid-mask``, or any other name in ``MMRegistrationLib.registration.methods.METHODS``
   (default options). A method that is not registered is skipped with a note. Time = ``wall_seconds['init'] +
   wall_seconds['register']`` of :func:`run_registration` (the registration only: no I/O, no evaluation).
 * peers (``benchmarks/peers.py``): ``ants-syn-sdm`` (ANTs rigid/affine/SyN on the gland's signed distance maps),
@@ -54,6 +55,7 @@ DEFAULT_METHODS = ("sinr-fast", "sinr-accurate", "rigid-mask", "ants-syn-sdm", "
 ENGINE_ALIASES = {
     "sinr-fast": ("sinr", {"preset": "fast"}),
     "sinr-accurate": ("sinr", {"preset": "accurate"}),
+    "sinr-fast-image": ("sinr", {"preset": "fast", "weight_image": 1.0}),
 }
 REFERENCE = "ants-syn-sdm"
 METRICS = ("seconds", "dice", "msd_mm", "hd95_mm", "tre_mean_mm", "folding_fraction", "jacobian_min")

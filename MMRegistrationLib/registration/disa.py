@@ -27,10 +27,13 @@ Transform models (fixed -> moving; ``A0`` the initial affine, ``c`` the weighted
 Optimisation: L-BFGS (strong Wolfe line search) coarse to fine over a descriptor pyramid (``levels``). With
 ``search="global"``, ``starts`` random rigid poses (rotation-vector components within ``+-rotation_range_deg``,
 translations within ``+-translation_range_mm``, clipped so that the fixed centre stays inside the moving field of
-view) are evaluated in batches at the coarsest level (one ``grid_sample`` call per batch of poses); the ``refine``
+view) are evaluated in batches at the finest level (one ``grid_sample`` call per batch of poses); the ``refine``
 best that overlap the moving image by at least ``min_overlap`` (and differ from each other by ``SEPARATION_MM``) are
-each refined through every level, and the lowest finest-level loss wins (choosing at the coarse level, a few hundred
-descriptors, picked a wrong basin in 30-40 % of the synthetic global runs). Seeded and deterministic on the CPU.
+each refined through every level, and the lowest finest-level loss wins. Measured on rigid capture-range starts
+(sample, 3 generated and 2 DeepReg cases): ranking the starts, or choosing among the refined ones, at the coarse level
+(a few hundred descriptors) picked a wrong basin far more often (synthetic cases converged 72 % -> 96 % with
+the finest-level choice; DeepReg obs000 0/12 -> 9/12 with the finest-level ranking). Seeded and deterministic on the
+CPU.
 
 The pieces live by concept: options in :mod:`.disa_config`, the similarity objectives in
 :mod:`MMRegistrationLib.similarity.objectives`, the transform models in :mod:`.pose_models`, the optimiser in
@@ -254,16 +257,15 @@ def disa_register(
 
     # ---- starting poses
     t1 = time.perf_counter()
-    coarse = levels[0]
     zero = torch.zeros((1, 6), dtype=torch.float64)
     with torch.no_grad():
         start_overlap = float(finest.evaluate(rigid.map(zero, finest.points))[1][0])
     info["start_overlap"] = start_overlap
     if config.search == "global":
-        lo, hi = translation_bounds(centre, a0, coarse.moving_points, config.translation_range_mm)
+        lo, hi = translation_bounds(centre, a0, finest.moving_points, config.translation_range_mm)
         poses = sample_poses(config.starts, config.rotation_range_deg, lo, hi, seed)
-        losses, overlaps = evaluate_in_batches(lambda p: coarse.evaluate(rigid.map(p, coarse.points)), poses,
-                                               coarse.batch_size(), lambda: monitor.check("DISA global search"))
+        losses, overlaps = evaluate_in_batches(lambda p: finest.evaluate(rigid.map(p, finest.points)), poses,
+                                               finest.batch_size(), lambda: monitor.check("DISA global search"))
         keep = best_poses(losses, overlaps, config.refine, config.min_overlap, poses, SEPARATION_MM, PARAMETER_SCALE_MM)
         if keep.numel() == 0:
             raise InputError("--min-overlap", f"none of the {len(poses)} global-search poses maps "

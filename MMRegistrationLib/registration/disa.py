@@ -32,8 +32,9 @@ best that overlap the moving image by at least ``min_overlap`` (and differ from 
 each refined through every level, and the lowest finest-level loss wins. Measured on rigid capture-range starts
 (sample, 3 generated and 2 DeepReg cases): ranking the starts, or choosing among the refined ones, at the coarse level
 (a few hundred descriptors) picked a wrong basin far more often (synthetic cases converged 72 % -> 96 % with
-the finest-level choice; DeepReg obs000 0/12 -> 9/12 with the finest-level ranking). Seeded and deterministic on the
-CPU.
+the finest-level choice; DeepReg obs000 0/12 -> 9/12 with the finest-level ranking). Seeded and deterministic on a
+given CPU (``precision="auto"`` uses bfloat16 only where the CPU has it natively, so two machines may differ by the
+bfloat16 rounding of the descriptors; ``precision="float32"`` for identical results everywhere).
 
 The pieces live by concept: options in :mod:`.disa_config`, the similarity objectives in
 :mod:`MMRegistrationLib.similarity.objectives`, the transform models in :mod:`.pose_models`, the optimiser in
@@ -78,7 +79,7 @@ from MMRegistrationLib.registration.lbfgs import minimize_lbfgs
 from MMRegistrationLib.registration.mi_baseline import mi_register
 from MMRegistrationLib.registration.pose_models import PARAMETER_SCALE_MM, PoseModel, nearest_rotation, rigid_to_affine
 from MMRegistrationLib.similarity.descriptors import DescriptorBackend, MINDDescriptors, NetworkDescriptors
-from MMRegistrationLib.similarity.disa import prepare_volume, resolve_precision
+from MMRegistrationLib.similarity.disa import prepare_volume
 from MMRegistrationLib.similarity.objectives import LC2Objective, descriptor_objectives, keep_on_grid
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
@@ -243,7 +244,7 @@ def disa_register(
         "search": config.search,
         "centre_mm": centre.tolist(),
         "working_spacing_mm": config.spacing_mm,
-        "precision": resolve_precision(config.precision, device) if config.similarity == "disa" else None,
+        "precision": getattr(backend, "resolved_precision", None),
         "levels": [{"spacing_mm": lv.spacing_mm, "points": lv.count} for lv in levels],
         "config": asdict(config),
     }
@@ -304,7 +305,8 @@ def disa_register(
         p, losses = start, []
         for li, level in enumerate(levels):
             p, loss, count = minimize_lbfgs(p, lambda q, lv=level, md=model: lv.evaluate(md.map(q[None], lv.points))[0][0],
-                                    config.iterations, monitor, f"DISA {model.kind}")
+                                            config.iterations, monitor, f"DISA {model.kind}")
+            p = model.project(p)
             evaluations += count
             losses.append(loss)
             step += 1

@@ -140,8 +140,8 @@ OPTION_HELP = {
     "search": "local (refine the initial transform) | global (random starts, the best refined)",
     "similarity": "disa (trained descriptors) | mind (MIND-SSC) | lc2 (slow reference) | mi (SimpleITK Mattes MI)",
     "weights": "DISA weights file (default: the shipped Resources/DISA/disa_lc2.pt)",
-    "precision": "auto | float32 | bfloat16: precision of the network's forward pass (bfloat16: ~5x faster on CPUs "
-                 "with native bfloat16, descriptors within 3e-3; auto: bfloat16 where the device has it natively)",
+    "precision": "auto | float32 | bfloat16: precision of the network's forward pass (bfloat16: 3-4x faster on CPUs "
+                 "with native bfloat16, descriptors within 7e-3; auto: bfloat16 where the device has it natively)",
     "spacing_mm": "isotropic working spacing (mm) of both images; default: 2 mm (the DISA network's), finer (down to "
                   "1 mm) when the fixed field of view would hold fewer than 1500 descriptors",
     "levels": "resolution levels (each halves the descriptor resolution)",

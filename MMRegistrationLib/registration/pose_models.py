@@ -62,6 +62,18 @@ class PoseModel:
         amplitude = torch.clamp(params[:, 6], min=0.0)
         return amplitude, decay
 
+    def project(self, params: torch.Tensor) -> torch.Tensor:
+        """``params (n,)`` with the probe parameters moved back into their range (where the clamps of
+        :meth:`probe_parameters` pass gradients again); other models' parameters are returned as they are. Called
+        between optimisation levels, so a level that left the range does not freeze the next one."""
+        if self.kind != "probe":
+            return params
+        lo, hi = PROBE_DECAY_RANGE_MM
+        out = params.clone()
+        out[6] = torch.clamp(out[6], min=0.0)
+        out[7] = torch.clamp(out[7], self.decay_mm * np.log(lo / self.decay_mm), self.decay_mm * np.log(hi / self.decay_mm))
+        return out
+
     def map(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         m_lin, m_off = self.linear(params)
         dtype = points.dtype

@@ -267,7 +267,10 @@ def sinr_register(
         window = border_window(grid, config.margin_mm, device, dtype)
         return net(coords).reshape(*grid.shape, 3) * config.velocity_scale_mm * window
 
+    if config.weight_image > 0:
+        monitor.report(0.0, "SINR: describing the images (image term)")
     image = _image_term(fixed_image, moving_image, box, vel_grid, initial, config, device, dtype)
+    monitor.check("SINR")
     vel_coords = (2 * (vel_points - lo) / (hi - lo).clamp(min=1e-6) - 1).reshape(-1, 3)
     vel_window = border_window(vel_grid, config.margin_mm, device, dtype)
 
@@ -297,14 +300,15 @@ def sinr_register(
         value = float(loss.detach())
         if not math.isfinite(value):
             raise MMRegError(f"SINR: the loss became {value} at iteration {it}; try a smaller learning rate")
-        loss.backward()
-        optimizer.step()
         history.append(value)
         if not math.isfinite(best) or value < best - config.min_improvement * abs(best):  # (can be negative)
+            # the state whose loss this is: saved before the step moves it
             best, since_best = value, 0
             best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
         else:
             since_best += 1
+        loss.backward()
+        optimizer.step()
         monitor.report((it + 1) / config.iterations, f"SINR iteration {it + 1}: Dice loss {float(dice.detach()):.4f}")
         if since_best >= config.patience:
             break

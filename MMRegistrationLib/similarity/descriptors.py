@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
-from MMRegistrationLib.similarity.disa import DescriptorVolume, PreparedVolume, compute_descriptors
+from MMRegistrationLib.similarity.disa import DescriptorVolume, PreparedVolume, compute_descriptors, resolve_precision
 
 
 class DescriptorBackend:
@@ -85,11 +85,13 @@ class NetworkDescriptors(DescriptorBackend):
         self.normalize = bool(normalize)
         self.quantize = bool(quantize)
         self.precision = precision
+        self.resolved_precision = resolve_precision(precision, device if device is not None else
+                                                    next(network.parameters()).device)
         self.min_voxels = RECEPTIVE_FIELD
 
     def describe(self, volume: PreparedVolume, argument: str = "image") -> DescriptorVolume:
         result = compute_descriptors(volume, self.network, self.device, quantize=self.quantize,
-                                     precision=self.precision)
+                                     precision=self.resolved_precision)
         desc = result.descriptors
         if desc.dtype == torch.int8:
             from MMRegistrationLib.networks.disa import dequantize_descriptors

@@ -145,7 +145,12 @@ def native_bfloat16(device) -> bool:
     than float32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        try:  # pre-Ampere GPUs only emulate bfloat16
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # older torch without the argument
+            return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
     try:

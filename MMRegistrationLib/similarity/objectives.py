@@ -72,8 +72,7 @@ class DescriptorObjective:
         device = torch.device(device) if device is not None else fixed.descriptors.device
         self.kind = kind
         self.grid = fixed.grid
-        self.fov = fixed.mask.detach().cpu().numpy().astype(bool)
-        mask = self.fov & (weights > 0)
+        mask = fixed.mask.detach().cpu().numpy().astype(bool) & (weights > 0)
         if fixed_keep is not None:
             mask &= fixed_keep
         self.mask = mask
@@ -130,7 +129,6 @@ class LC2Objective:
         margin = max(self.radii)
         self.grid = fixed.grid
         self.spacing_mm = float(np.mean(fixed.grid.spacing))
-        self.fov = fixed.mask.copy()
         mask = fixed.mask.copy()
         if fixed_keep is not None:
             mask &= fixed_keep

@@ -166,6 +166,15 @@ def test_probe_parameters_stay_physical():
     amplitude, decay = model.probe_parameters(raw)
     assert amplitude.tolist() == [0.0, 0.0, 7.5]
     assert decay.tolist() == [PROBE_DECAY_RANGE_MM[0], 15.0, PROBE_DECAY_RANGE_MM[1]]
+    # between levels the raw parameters are moved back into range, where the clamps pass gradients again
+    for row in raw:
+        back = model.project(row)
+        assert float(back[6]) >= 0.0
+        assert model.probe_parameters(back[None])[1].item() == pytest.approx(model.probe_parameters(row[None])[1].item())
+        q = back.clone().requires_grad_(True)
+        amplitude, decay = model.probe_parameters(q[None])
+        (amplitude + decay).sum().backward()
+        assert float(q.grad[6]) == 1.0 and float(q.grad[7]) > 0.0
     expect_input_error(lambda: disa_config(mode="probe", probe_decay_mm=100.0), "--probe-decay-mm", "within")
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import slicer
 from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode,
-                    vtkMRMLTransformNode)
+                    vtkMRMLTransformNode, vtkMRMLVectorVolumeNode)
 from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -41,6 +41,7 @@ class DISASimilarity(ScriptedLoadableModule):
             "Registers a moving volume (e.g. MR) onto a fixed one (e.g. TRUS) from the images alone on learned DISA "
             "descriptors (or MIND, LC2, mutual information): rigid, affine, probe pressure or deformable, local or global "
             "search; segmentations are optional (masks, metrics); the result becomes the moving volume's parent transform. "
+            "'Descriptors' shows both volumes' descriptors in one colour space (same colour = similar descriptors); "
             "'Heatmap' shows how similar the point you place in the fixed volume is to every moving voxel."
         )
         self.parent.acknowledgementText = "Part of the MMRegistration extension for MR-TRUS registration."
@@ -83,6 +84,8 @@ class DISASimilarityParameterNode:
     heatmapPoint: vtkMRMLMarkupsFiducialNode
     heatmapVolume: vtkMRMLScalarVolumeNode
     heatmapAutoUpdate: bool = True
+    fixedDescriptors: vtkMRMLVectorVolumeNode
+    movingDescriptors: vtkMRMLVectorVolumeNode
 
 
 class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, ScriptedLoadableModuleWidget,
@@ -105,6 +108,7 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.heatmapButton.connect("clicked(bool)", self.onHeatmapButton)
+        self.ui.describeButton.connect("clicked(bool)", self.onDescribeButton)
         self.ui.heatmapPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapPointChanged)
         self.initializeParameterNode()
 
@@ -134,6 +138,9 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, 
                          if not p.heatmapPoint else "")
         self.ui.heatmapButton.toolTip = heatmapReason or "Similarity of the last placed point to the moving volume"
         self.ui.heatmapButton.enabled = not heatmapReason
+        describeReason = ("Running" if self._running else "Select the fixed and the moving volume"
+                          if not (p and p.fixedVolume and p.movingVolume) else "")
+        self.ui.describeButton.enabled = not describeReason
 
     def onHeatmapPointChanged(self, node) -> None:
         self.ui.heatmapPlaceWidget.setCurrentNode(node)
@@ -176,6 +183,18 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, 
             p.heatmapVolume = result.volume
             self.ui.statusLabel.text = heatmap_summary(result)
             slicer.util.setSliceViewerLayers(background=p.movingVolume, foreground=result.volume,
+                                             foregroundOpacity=0.5)
+
+
+    def onDescribeButton(self) -> None:
+        from MMRegistrationSlicerLib.disa_logic import descriptor_summary
+
+        with slicer.util.tryWithErrorDisplay("Computing the descriptors failed.", waitCursor=True):
+            p = self._parameterNode
+            result = self.logic.describe(p)
+            p.fixedDescriptors, p.movingDescriptors = result.fixed_volume, result.moving_volume
+            self.ui.statusLabel.text = descriptor_summary(result)
+            slicer.util.setSliceViewerLayers(background=result.fixed_volume, foreground=result.moving_volume,
                                              foregroundOpacity=0.5)
 
 
@@ -224,6 +243,14 @@ class DISASimilarityLogic(ScriptedLoadableModuleLogic):
             logging.info("DISA registration cancelled")
             return None
 
+    def describe(self, p):
+        """Descriptors of both volumes as RGB volumes into ``p.fixedDescriptors``/``p.movingDescriptors`` (created if
+        None; MIND when the similarity is ``mind``, else DISA); raises ValueError on bad input."""
+        return self.disaLogic().describe(
+            p.fixedVolume, p.movingVolume, p.fixedDescriptors, p.movingDescriptors,
+            similarity="mind" if p.similarity == "mind" else "disa", weights=p.weightsFile.strip() or None,
+            spacing_mm=p.spacing if p.spacing > 0 else None, device=p.device)
+
     def heatmap(self, p):
         """Heatmap of the last control point of ``p.heatmapPoint`` (MIND descriptors when the similarity is
         ``mind``, else DISA) into ``p.heatmapVolume`` (created if None); raises ValueError on bad input."""
@@ -245,7 +272,8 @@ class DISASimilarityTest(ScriptedLoadableModuleTest):
         for scenario in (scenarios.disa_registers_sample_case_from_images,
                          scenarios.heatmap_peaks_at_the_point_of_the_same_image,
                          scenarios.disa_heatmap_ranks_the_corresponding_point_high,
-                         scenarios.disa_cancel_leaves_the_scene_unchanged):
+                         scenarios.disa_cancel_leaves_the_scene_unchanged,
+                         scenarios.disa_descriptor_pictures_share_one_colour_space):
             self.setUp()
             scenario(slicer.mrmlScene)
             self.delayDisplay(f"{scenario.__name__} passed")

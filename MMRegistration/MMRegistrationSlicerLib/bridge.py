@@ -110,6 +110,19 @@ def volume_from_image(image: Image, scene, name: str, node=None, labelmap: bool 
     return node
 
 
+def vector_volume_from_array(array: np.ndarray, grid: Grid, scene, name: str, node=None):
+    """Write a ``(K, J, I, C)`` array (e.g. RGB uint8) on the LPS ``grid`` into a vector volume ``node`` (created in
+    ``scene`` if None) with its geometry in RAS; returns the node."""
+    array = np.asarray(array)
+    if array.ndim != 4 or tuple(array.shape[:3]) != tuple(grid.shape):
+        raise ValueError(f"vector volume {name}: array of shape {array.shape} does not fit the grid {grid.shape}")
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name)
+    node.SetIJKToRASMatrix(_vtk_matrix(FLIP @ grid.affine))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    return node
+
+
 # ---- segmentations --------------------------------------------------------------------------------------
 def segment_names(segmentation_node) -> dict:
     """Segment ID -> segment name, in the segmentation's order."""

@@ -133,6 +133,25 @@ class HeatmapResult:
     image: object
 
 
+@dataclass
+class DescriptorResult:
+    """What :meth:`DISALogic.describe` produced.
+
+    Attributes:
+        fixed_volume, moving_volume: the RGB vector volume nodes (descriptor grids; the moving one under the moving
+            volume's parent transform).
+        spacing_mm: the working spacing the images were described at (the descriptor grid is 4x coarser for DISA).
+        counts: descriptors inside the fixed and the moving field of view.
+        seconds: time spent describing (0 when both came from the cache).
+    """
+
+    fixed_volume: object
+    moving_volume: object
+    spacing_mm: float
+    counts: tuple
+    seconds: float
+
+
 class DISALogic:
     """DISA registration and similarity heatmaps on MRML nodes. Bad input raises ValueError naming the input and the
     fix; a failed or cancelled call leaves the scene as it was."""
@@ -204,6 +223,85 @@ class DISALogic:
             warped_volume=warped_volume, make_warped_volume=make_warped_volume,
             propagate_segmentation=propagate_segmentation, table=table, make_table=make_table, progress=progress,
             cancel=cancel)
+
+    # ---- descriptors -----------------------------------------------------------------------------------
+    def describe(
+        self,
+        fixed_volume,
+        moving_volume,
+        fixed_output=None,
+        moving_output=None,
+        similarity: str = "disa",
+        weights: Optional[str] = None,
+        spacing_mm: Optional[float] = None,
+        fixed_fov_threshold: Optional[float] = 0.0,
+        moving_fov_threshold: Optional[float] = None,
+        device: str = "auto",
+    ) -> DescriptorResult:
+        """Describe both volumes (kept in the cache, so later heatmaps of these volumes start at once) and show the
+        descriptors as RGB vector volumes in one shared colour space (engine ``descriptor_colours``: the first three
+        principal components of both images' descriptors): where the two images show the same anatomy in the same
+        colour, their descriptors agree. The images are read as the heatmap reads them (the fixed one in world
+        coordinates, the moving one in its own, under its parent transform like the heatmap).
+
+        Args:
+            fixed_output, moving_output: vector volume nodes to fill (created if None).
+            similarity: ``disa`` or ``mind``; weights, spacing_mm, thresholds, device: as for :meth:`heatmap`.
+
+        Returns:
+            A :class:`DescriptorResult`.
+        """
+        import time
+
+        from MMRegistrationLib.core.device import resolve_device
+        from MMRegistrationLib.core.errors import InputError, MMRegError
+        from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
+        from MMRegistrationLib.similarity.descriptors import descriptor_colours
+        from MMRegistrationLib.similarity.disa import prepare_volume
+
+        for node, which in ((fixed_volume, "fixed"), (moving_volume, "moving")):
+            if node is None:
+                raise ValueError(f"{which} volume: no volume was selected")
+        if similarity not in HEATMAP_SIMILARITIES:
+            raise ValueError(f"descriptor similarity: '{similarity}' has no descriptors; choose one of "
+                             f"{', '.join(HEATMAP_SIMILARITIES)}")
+        inputs = {fixed_volume.GetID(), moving_volume.GetID()}
+        for node, which in ((fixed_output, "fixed"), (moving_output, "moving")):
+            if node is not None and node.GetID() in inputs:
+                raise ValueError(f"{which} descriptor volume: {_name(node)} is an input; choose another node or "
+                                 "create a new one")
+        if fixed_output is not None and moving_output is not None and fixed_output.GetID() == moving_output.GetID():
+            raise ValueError("descriptor volumes: the fixed and the moving output must be different nodes")
+        fixed = bridge.image_from_volume(fixed_volume, "fixed volume")
+        moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
+        try:
+            torch_device = resolve_device(device, "--device")
+            config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
+                                            fixed_fov_threshold=fixed_fov_threshold)
+            spacing = working_spacing(fixed, config)
+            backend = self.cache.backend(similarity, weights, torch_device)
+            start = time.perf_counter()
+            fixed_desc = backend(prepare_volume(fixed, spacing, fixed_fov_threshold, "--fixed"), "--fixed")
+            moving_desc = backend(prepare_volume(moving, spacing, moving_fov_threshold, "--moving"), "--moving")
+            seconds = time.perf_counter() - start
+            pictures = descriptor_colours([fixed_desc, moving_desc])
+        except (InputError, MMRegError) as err:
+            raise ValueError(readable_engine_error(err, LABEL, "descriptors")) from err
+        before = bridge.scene_node_ids(self.scene)
+        nodes = []
+        try:
+            for desc, picture, node, source, parent in (
+                    (fixed_desc, pictures[0], fixed_output, fixed_volume, None),
+                    (moving_desc, pictures[1], moving_output, moving_volume, moving_volume.GetTransformNodeID())):
+                name = f"{source.GetName()} {similarity.upper()} descriptors"
+                out = bridge.vector_volume_from_array(picture, desc.grid, self.scene, name, node=node)
+                out.SetAndObserveTransformNodeID(parent)
+                nodes.append(out)
+        except BaseException:
+            bridge.remove_nodes_added_since(self.scene, before)
+            raise
+        counts = tuple(int(d.mask.sum()) for d in (fixed_desc, moving_desc))
+        return DescriptorResult(nodes[0], nodes[1], float(spacing), counts, seconds)
 
     # ---- heatmap ---------------------------------------------------------------------------------------
     def heatmap(
@@ -370,6 +468,12 @@ def registration_summary(outcome) -> str:
     seconds = outcome.record["wall_seconds"]
     text = ", ".join(parts) or "Done"
     return text + f" ({seconds['init'] + seconds['register']:.1f} s on {outcome.record['device']})"
+
+
+def descriptor_summary(result: DescriptorResult) -> str:
+    """One line: how many descriptors, at which spacing, how long."""
+    return (f"Descriptors at {result.spacing_mm:g} mm: {result.counts[0]} fixed, {result.counts[1]} moving in the field "
+            f"of view ({result.seconds:.2f} s; kept for heatmaps)")
 
 
 def heatmap_summary(result: HeatmapResult) -> str:

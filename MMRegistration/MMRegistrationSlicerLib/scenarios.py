@@ -318,3 +318,44 @@ def disa_cancel_leaves_the_scene_unchanged(scene, case_dir: Optional[Path] = Non
     assert len(reports) == 1, reports
     assert scene.GetNumberOfNodes() == count, (count, scene.GetNumberOfNodes())
     assert nodes["moving"].GetTransformNodeID() is None
+
+
+def disa_descriptor_pictures_share_one_colour_space(scene, case_dir: Optional[Path] = None) -> dict:
+    """'Compute descriptors' on the sample case: two RGB vector volumes on the descriptor grids (geometry in RAS),
+    black outside the ultrasound sector; one colour space for both (the same image, prepared alike, gives the same
+    picture); the descriptors are cached, so a heatmap of the same volumes describes nothing again; a rerun refills
+    the same nodes."""
+    import slicer
+    import vtk
+
+    from MMRegistrationLib.networks.disa import descriptor_grid
+    from MMRegistrationLib.similarity.disa import prepare_volume
+    from MMRegistrationSlicerLib.disa_logic import DISALogic, descriptor_summary
+
+    nodes = load_sample_case(scene, case_dir)
+    fixed, moving = nodes["fixed"], nodes["moving"]
+    logic = DISALogic(scene)
+    result = logic.describe(fixed, moving, device="cpu")
+    for node in (result.fixed_volume, result.moving_volume):
+        assert node.IsA("vtkMRMLVectorVolumeNode"), node.GetClassName()
+    picture = np.array(slicer.util.arrayFromVolume(result.fixed_volume))
+    assert picture.dtype == np.uint8 and picture.ndim == 4 and picture.shape[-1] == 3, (picture.dtype, picture.shape)
+    expected = descriptor_grid(prepare_volume(bridge.image_from_volume(fixed), result.spacing_mm, 0.0).grid)
+    assert picture.shape[:3] == expected.shape, (picture.shape, expected.shape)
+    matrix = vtk.vtkMatrix4x4()
+    result.fixed_volume.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    np.testing.assert_allclose(ijk_to_ras, np.diag([-1.0, -1.0, 1.0, 1.0]) @ expected.affine, atol=1e-6)
+    black = np.all(picture == 0, axis=-1).mean()
+    assert 0.1 < black < 0.9 and result.counts[0] > 100, (black, result.counts)  # the sector's surroundings stay black
+    assert "Descriptors at" in descriptor_summary(result)
+    point = bridge.markups_from_landmarks(bridge.landmarks_from_markups(nodes["fixed_landmarks"])[:1], scene, "p")
+    logic.heatmap(fixed, moving, point, device="cpu")
+    assert (logic.cache.misses, logic.cache.hits) == (2, 2), (logic.cache.misses, logic.cache.hits)
+    count = scene.GetNumberOfNodes()
+    again = logic.describe(fixed, moving, result.fixed_volume, result.moving_volume, device="cpu")
+    assert scene.GetNumberOfNodes() == count and again.fixed_volume.GetID() == result.fixed_volume.GetID()
+    same = logic.describe(fixed, fixed, moving_fov_threshold=0.0, device="cpu")  # prepared alike: same descriptors
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(same.fixed_volume),
+                                  slicer.util.arrayFromVolume(same.moving_volume))
+    return {"spacing_mm": result.spacing_mm, "counts": result.counts, "black_fraction": float(black)}

@@ -209,3 +209,43 @@ def variance_weights(volume: PreparedVolume, grid: Grid, radii: Sequence[int] = 
         var = np.maximum(s2 / safe - (s1 / safe) ** 2, 0.0)
         total += np.where(count >= min_coverage * (2 * r + 1) ** 3, var, 0.0)
     return total / len(radii)
+
+
+# ---- pictures -----------------------------------------------------------------------------------------------
+def descriptor_colours(volumes: Sequence[DescriptorVolume], components: int = 3) -> list:
+    """RGB pictures of descriptor volumes in one shared colour space, for looking at descriptors.
+
+    The colours are the first ``components`` principal components of the descriptors of all ``volumes`` together
+    (inside their fields of view), each mapped from its 1st to its 99th percentile onto 0-255. With one basis for
+    every volume, corresponding anatomy takes the same colour in two images exactly as far as their descriptors agree
+    (what the DISA dot product measures): a quick visual check of a modality pair.
+
+    Returns:
+        per volume, ``(k, j, i, components)`` uint8, 0 outside its field of view.
+
+    Raises:
+        InputError: no descriptor inside any field of view.
+    """
+    flat = []
+    for volume in volumes:
+        desc = volume.descriptors[0].float().detach().cpu().numpy()  # (C, k, j, i)
+        mask = volume.mask.detach().cpu().numpy().astype(bool)
+        flat.append(desc[:, mask].T)  # (N, C)
+    samples = np.concatenate(flat).astype(np.float64)
+    if len(samples) < 2:
+        raise InputError("descriptors", "no descriptor lies inside the field of view; nothing to picture")
+    mean = samples.mean(axis=0)
+    _, _, vt = np.linalg.svd(samples - mean, full_matrices=False)
+    basis = vt[: int(components)]  # (components, C)
+    projected = (samples - mean) @ basis.T
+    lo, hi = np.percentile(projected, 1.0, axis=0), np.percentile(projected, 99.0, axis=0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    out = []
+    for volume in volumes:
+        desc = volume.descriptors[0].float().detach().cpu().numpy()
+        values = np.tensordot(basis, desc - mean[:, None, None, None], axes=(1, 0))  # (components, k, j, i)
+        scaled = np.clip((values - lo[:, None, None, None]) / scale[:, None, None, None], 0.0, 1.0)
+        picture = np.round(255.0 * np.moveaxis(scaled, 0, -1)).astype(np.uint8)
+        picture[~volume.mask.detach().cpu().numpy().astype(bool)] = 0
+        out.append(picture)
+    return out

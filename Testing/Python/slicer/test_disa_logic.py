@@ -131,3 +131,22 @@ def test_bad_input_is_a_clear_value_error_and_adds_no_node(scene, case):
     fails("heatmap similarity: 'lc2'", logic.heatmap, fixed, moving, points["inside"], similarity="lc2")
     fails("heatmap volume: 'MR' is an input", logic.heatmap, fixed, moving, points["inside"], output_volume=moving)
     fails("DISA heatmap: weights", logic.heatmap, fixed, moving, points["inside"], weights="/no/such/weights.pt")
+
+
+def test_scenario_disa_descriptor_pictures_share_one_colour_space(scene):
+    scenarios.disa_descriptor_pictures_share_one_colour_space(scene)
+
+
+def test_descriptor_bad_input_is_a_clear_value_error_and_adds_no_node(scene, case):
+    fixed, moving = case["fixed"], case["moving"]
+    logic = DISALogic(scene)
+    count = scene.GetNumberOfNodes()
+    for call, words in (
+        (lambda: logic.describe(None, moving), "fixed volume"),
+        (lambda: logic.describe(fixed, moving, similarity="lc2"), "no descriptors"),
+        (lambda: logic.describe(fixed, moving, fixed_output=moving), "is an input"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            call()
+        assert scene.GetNumberOfNodes() == count
+

@@ -31,7 +31,7 @@ view) are evaluated in batches at the finest level (one ``grid_sample`` call per
 best that overlap the moving image by at least ``min_overlap`` (and differ from each other by ``SEPARATION_MM``) are
 each refined through every level, and the lowest finest-level loss wins. Measured on rigid capture-range starts
 (sample, 3 generated and 2 DeepReg cases): ranking the starts, or choosing among the refined ones, at the coarse level
-(a few hundred descriptors) picked a wrong basin far more often (synthetic cases converged 72 % -> 96 % with
+(a few hundred descriptors) picked a wrong basin far more often (synthetic cases converged 79 % -> 96 % with
 the finest-level choice; DeepReg obs000 0/12 -> 9/12 with the finest-level ranking). Seeded and deterministic on a
 given CPU (``precision="auto"`` uses bfloat16 only where the CPU has it natively, so two machines may differ by the
 bfloat16 rounding of the descriptors; ``precision="float32"`` for identical results everywhere).

@@ -224,6 +224,31 @@ class DISALogic:
             propagate_segmentation=propagate_segmentation, table=table, make_table=make_table, progress=progress,
             cancel=cancel)
 
+    # ---- shared by descriptors and heatmaps ------------------------------------------------------------
+    @staticmethod
+    def _read_volumes(fixed_volume, moving_volume, similarity: str, task: str) -> tuple:
+        """``(fixed image in world coordinates, moving image in its own)`` after checking the selection."""
+        for node, which in ((fixed_volume, "fixed"), (moving_volume, "moving")):
+            if node is None:
+                raise ValueError(f"{which} volume: no volume was selected")
+        if similarity not in HEATMAP_SIMILARITIES:
+            raise ValueError(f"{task} similarity: '{similarity}' has no descriptors to compare point by point; "
+                             f"choose one of {', '.join(HEATMAP_SIMILARITIES)}")
+        fixed = bridge.image_from_volume(fixed_volume, "fixed volume")
+        moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
+        return fixed, moving
+
+    def _backend(self, fixed, similarity: str, weights: Optional[str], spacing_mm: Optional[float],
+                 fixed_fov_threshold: Optional[float], device: str) -> tuple:
+        """``(caching descriptor backend, working spacing, torch device)``; engine errors propagate."""
+        from MMRegistrationLib.core.device import resolve_device
+        from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
+
+        torch_device = resolve_device(device, "--device")
+        config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
+                                        fixed_fov_threshold=fixed_fov_threshold)
+        return self.cache.backend(similarity, weights, torch_device), working_spacing(fixed, config), torch_device
+
     # ---- descriptors -----------------------------------------------------------------------------------
     def describe(
         self,
@@ -253,18 +278,11 @@ class DISALogic:
         """
         import time
 
-        from MMRegistrationLib.core.device import resolve_device
         from MMRegistrationLib.core.errors import InputError, MMRegError
-        from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
         from MMRegistrationLib.similarity.descriptors import descriptor_colours
         from MMRegistrationLib.similarity.disa import prepare_volume
 
-        for node, which in ((fixed_volume, "fixed"), (moving_volume, "moving")):
-            if node is None:
-                raise ValueError(f"{which} volume: no volume was selected")
-        if similarity not in HEATMAP_SIMILARITIES:
-            raise ValueError(f"descriptor similarity: '{similarity}' has no descriptors; choose one of "
-                             f"{', '.join(HEATMAP_SIMILARITIES)}")
+        fixed, moving = self._read_volumes(fixed_volume, moving_volume, similarity, "descriptor")
         inputs = {fixed_volume.GetID(), moving_volume.GetID()}
         for node, which in ((fixed_output, "fixed"), (moving_output, "moving")):
             if node is not None and node.GetID() in inputs:
@@ -272,14 +290,8 @@ class DISALogic:
                                  "create a new one")
         if fixed_output is not None and moving_output is not None and fixed_output.GetID() == moving_output.GetID():
             raise ValueError("descriptor volumes: the fixed and the moving output must be different nodes")
-        fixed = bridge.image_from_volume(fixed_volume, "fixed volume")
-        moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
         try:
-            torch_device = resolve_device(device, "--device")
-            config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
-                                            fixed_fov_threshold=fixed_fov_threshold)
-            spacing = working_spacing(fixed, config)
-            backend = self.cache.backend(similarity, weights, torch_device)
+            backend, spacing, _ = self._backend(fixed, similarity, weights, spacing_mm, fixed_fov_threshold, device)
             start = time.perf_counter()
             fixed_desc = backend(prepare_volume(fixed, spacing, fixed_fov_threshold, "--fixed"), "--fixed")
             moving_desc = backend(prepare_volume(moving, spacing, moving_fov_threshold, "--moving"), "--moving")
@@ -338,24 +350,15 @@ class DISALogic:
         Returns:
             A :class:`HeatmapResult`; the volume has a colour table suited to an overlay when one is in the scene.
         """
-        from MMRegistrationLib.core.device import resolve_device
         from MMRegistrationLib.core.errors import InputError, MMRegError
-        from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
         from MMRegistrationLib.similarity.heatmap import heatmap_peak, similarity_heatmap
         from MMRegistrationLib.spatial.resample import resample
 
-        for node, which in ((fixed_volume, "fixed"), (moving_volume, "moving")):
-            if node is None:
-                raise ValueError(f"{which} volume: no volume was selected")
-        if similarity not in HEATMAP_SIMILARITIES:
-            raise ValueError(f"heatmap similarity: '{similarity}' has no descriptors to compare point by point; "
-                             f"choose one of {', '.join(HEATMAP_SIMILARITIES)}")
+        fixed, moving = self._read_volumes(fixed_volume, moving_volume, similarity, "heatmap")
         if output_volume is not None and any(output_volume.GetID() == n.GetID() for n in (fixed_volume, moving_volume)):
             raise ValueError(f"heatmap volume: {_name(output_volume)} is an input; choose another node or create a "
                              "new one")
         point_lps, label = self._point(point_node, point_index)
-        fixed = bridge.image_from_volume(fixed_volume, "fixed volume")
-        moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
         index = fixed.grid.world_to_index(point_lps)
         point_ras = bridge.ras_from_lps(point_lps)
         where = f"{label} at RAS ({', '.join(f'{v:.1f}' for v in point_ras)})"
@@ -366,11 +369,8 @@ class DISALogic:
         if transform is not None:
             engine_transform = bridge.engine_transform_from_node(transform, fixed.grid, argument="heatmap transform")
         try:
-            torch_device = resolve_device(device, "--device")
-            config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
-                                            fixed_fov_threshold=fixed_fov_threshold)
-            spacing = working_spacing(fixed, config)
-            backend = self.cache.backend(similarity, weights, torch_device)
+            backend, spacing, torch_device = self._backend(fixed, similarity, weights, spacing_mm,
+                                                           fixed_fov_threshold, device)
             heat = similarity_heatmap(fixed, moving, point_lps, engine_transform, backend, spacing_mm=spacing,
                                       fixed_fov_threshold=fixed_fov_threshold,
                                       moving_fov_threshold=moving_fov_threshold, device=torch_device,

@@ -160,26 +160,31 @@ def registration_reruns_into_the_same_nodes(scene, case_dir: Optional[Path] = No
     assert np.abs(_map_through_node(second.transform, points) - mapped_first).max() < 1e-6
 
 
-def registration_cancel_leaves_the_scene_unchanged(scene, case_dir: Optional[Path] = None) -> None:
-    """Cancelling at the first progress report stops the run with ``Cancelled``, adds no node and leaves the
-    moving volume where it was."""
+def _cancel_after_first_report(run) -> None:
+    """Call ``run(progress, cancel)`` with a cancel that answers yes once progress has been reported; the run must
+    stop with :class:`Cancelled` after exactly one report."""
     from MMRegistrationLib.core.errors import Cancelled
-    from MMRegistrationSlicerLib.registration_logic import RegistrationLogic
 
-    nodes = load_sample_case(scene, case_dir)
-    count = scene.GetNumberOfNodes()
     reports = []
     try:
-        RegistrationLogic(scene, "sinr").process(
-            nodes["fixed"], nodes["moving"], nodes["fixed_seg"], nodes["moving_seg"], device="cpu",
-            make_inverse=True, make_warped_volume=True,
-            progress=lambda fraction, message: reports.append(fraction), cancel=lambda: bool(reports),
-        )
+        run(lambda fraction, message: reports.append(fraction), lambda: bool(reports))
     except Cancelled:
         pass
     else:
         raise AssertionError("the cancelled run finished")
     assert len(reports) == 1, reports
+
+
+def registration_cancel_leaves_the_scene_unchanged(scene, case_dir: Optional[Path] = None) -> None:
+    """Cancelling at the first progress report stops the run with ``Cancelled``, adds no node and leaves the
+    moving volume where it was."""
+    from MMRegistrationSlicerLib.registration_logic import RegistrationLogic
+
+    nodes = load_sample_case(scene, case_dir)
+    count = scene.GetNumberOfNodes()
+    _cancel_after_first_report(lambda progress, cancel: RegistrationLogic(scene, "sinr").process(
+        nodes["fixed"], nodes["moving"], nodes["fixed_seg"], nodes["moving_seg"], device="cpu",
+        make_inverse=True, make_warped_volume=True, progress=progress, cancel=cancel))
     assert scene.GetNumberOfNodes() == count, (count, scene.GetNumberOfNodes())
     assert nodes["moving"].GetTransformNodeID() is None and nodes["moving_seg"].GetTransformNodeID() is None
 
@@ -299,23 +304,14 @@ def disa_heatmap_ranks_the_corresponding_point_high(scene, case_dir: Optional[Pa
 def disa_cancel_leaves_the_scene_unchanged(scene, case_dir: Optional[Path] = None) -> None:
     """Cancelling a DISA registration at its first progress report stops it with ``Cancelled``, adds no node and
     leaves the moving volume where it was."""
-    from MMRegistrationLib.core.errors import Cancelled
     from MMRegistrationSlicerLib.disa_logic import DISALogic
 
     nodes = load_sample_case(scene, case_dir)
     count = scene.GetNumberOfNodes()
-    reports = []
-    try:
-        DISALogic(scene).register(
-            nodes["fixed"], nodes["moving"], device="cpu", fixed_landmarks=nodes["fixed_landmarks"],
-            moving_landmarks=nodes["moving_landmarks"], make_inverse=True, make_warped_volume=True,
-            progress=lambda fraction, message: reports.append(fraction), cancel=lambda: bool(reports),
-        )
-    except Cancelled:
-        pass
-    else:
-        raise AssertionError("the cancelled run finished")
-    assert len(reports) == 1, reports
+    _cancel_after_first_report(lambda progress, cancel: DISALogic(scene).register(
+        nodes["fixed"], nodes["moving"], device="cpu", fixed_landmarks=nodes["fixed_landmarks"],
+        moving_landmarks=nodes["moving_landmarks"], make_inverse=True, make_warped_volume=True, progress=progress,
+        cancel=cancel))
     assert scene.GetNumberOfNodes() == count, (count, scene.GetNumberOfNodes())
     assert nodes["moving"].GetTransformNodeID() is None
 

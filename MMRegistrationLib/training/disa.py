@@ -130,6 +130,11 @@ def train_network(
         monitor.check("training")
         if deadline is not None and time.perf_counter() > deadline:
             history.stopped_at = step
+            if seen:  # steps made since the last log entry
+                history.iteration.append(step)
+                history.loss.append(running / seen)
+                history.learning_rate.append(optimiser.param_groups[0]["lr"])
+                history.seconds.append(time.perf_counter() - start)
             break
         if cursor + batch > len(order):
             order, cursor = rng.permutation(len(train)), 0

@@ -33,6 +33,7 @@ class MethodSpec:
     default_init: str
     description: str
     options: tuple = ()
+    region_use: str = ""  # how the method uses RegistrationInputs.region (--roi); "" = it does not
 
     def resolve_options(self, given: dict | None) -> dict:
         """Defaults overridden by ``given``; unknown keys are an error naming the method."""

@@ -14,6 +14,8 @@ Geometry (all conversions in :mod:`MMRegistrationSlicerLib.bridge`):
   ones. The optional inverse (moving -> fixed, on the moving grid) does the same for the fixed nodes.
 - Landmarks (TRE only) are read in world coordinates; keep them outside the moving nodes' transform. Without
   segmentations (image-based methods such as DISA) the metrics are the landmarks' TRE alone.
+- An ROI (markups ROI node, for methods that use a region) is read in world coordinates (orientation and linear
+  parent transforms included) as the engine's ``RegistrationInputs.region``; it must select part of the fixed volume.
 
 A run adds nodes to the scene only after the engine has finished; if anything fails or is cancelled afterwards,
 the nodes it created are removed again. Inputs are never modified, except the moving volume's and segmentation's
@@ -35,7 +37,7 @@ METHOD_LABELS = {"sinr": "SINR", "rigid-mask": "rigid", "com": "centre of mass",
 _ARGUMENT_NAMES = {  # the engine's CLI argument names -> what the Slicer modules call them
     "--fixed-seg": "fixed segmentation", "--moving-seg": "moving segmentation", "--fixed": "fixed volume",
     "--moving": "moving volume", "--init": "initialization", "--fixed-landmarks": "fixed landmarks",
-    "--moving-landmarks": "moving landmarks",
+    "--moving-landmarks": "moving landmarks", "--roi": "ROI",
 }
 
 
@@ -143,10 +145,12 @@ class RegistrationLogic:
         return {sid: mapping[sid] for sid in order}
 
     def engine_inputs(self, fixed_volume, moving_volume, fixed_segmentation=None, moving_segmentation=None,
-                      segment_mapping: Optional[dict] = None, fixed_landmarks=None, moving_landmarks=None):
+                      segment_mapping: Optional[dict] = None, fixed_landmarks=None, moving_landmarks=None, roi=None):
         """Check the nodes and convert them: ``(RegistrationInputs, checked segment mapping)``."""
         from MMRegistrationLib.registration.base import RegistrationInputs
 
+        if roi is not None:
+            self._check_takes_region(roi)
         for node, which in ((fixed_volume, "fixed"), (moving_volume, "moving")):
             if node is None:
                 raise ValueError(f"{which} volume: no volume was selected")
@@ -180,8 +184,40 @@ class RegistrationLogic:
             if len(fixed_points) != len(moving_points):
                 raise ValueError(f"landmarks: the fixed list has {len(fixed_points)} points and the moving list "
                                  f"{len(moving_points)}; they must correspond one to one")
-        inputs = RegistrationInputs(fixed, moving, fixed_labels, moving_labels, names, fixed_points, moving_points)
+        region = self.region(roi, fixed)
+        inputs = RegistrationInputs(fixed, moving, fixed_labels, moving_labels, names, fixed_points, moving_points,
+                                    region)
         return inputs, mapping
+
+    def _check_takes_region(self, roi) -> None:
+        from MMRegistrationLib.registration.methods import METHODS
+
+        if not self.spec.region_use:
+            users = ", ".join(METHOD_LABELS.get(n, n) for n, spec in METHODS.items() if spec.region_use) or "none"
+            raise ValueError(f"ROI: {self.label} registration does not use a region of interest; remove the ROI "
+                             f"{_name(roi)} (methods that use one: {users})")
+
+    def region(self, roi, fixed_image=None):
+        """The engine's region (``OrientedBox``, LPS mm) from a markups ROI node (world coordinates: orientation and
+        linear parent transforms included), checked against ``fixed_image`` (an engine ``Image``) when given; None
+        without a node. Raises ValueError naming the ROI."""
+        if roi is None:
+            return None
+        self._check_takes_region(roi)
+        if not roi.IsA("vtkMRMLMarkupsROINode"):
+            raise ValueError(f"ROI: {_name(roi)} is a {roi.GetClassName()}, not a markups ROI (box)")
+        try:
+            bridge.parent_to_world_matrix_ras(roi)  # refuses a non-linear parent transform
+            box = bridge.box_from_roi(roi, argument="ROI")
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith("ROI") else f"ROI {_name(roi)}: {message}") from None
+        if fixed_image is not None:
+            from MMRegistrationLib.io.regions import check_region
+
+            # an InputError (a ValueError); stated in RAS, the coordinates the Slicer user sees
+            check_region(box, fixed_image, argument=f"ROI {_name(roi)}", coordinates="RAS")
+        return box
 
     def initial_transform(self, node):
         """The engine's fixed -> moving start from a linear transform node (its FromWorld mapping), or None."""
@@ -219,6 +255,7 @@ class RegistrationLogic:
         make_table: bool = True,
         progress=None,
         cancel=None,
+        roi=None,
     ) -> RegistrationOutcome:
         """Register ``moving_volume`` onto ``fixed_volume``.
 
@@ -240,6 +277,8 @@ class RegistrationLogic:
                 mapped onto the fixed grid (names and colours kept, overlaps allowed).
             table / make_table: table node to fill / create with the metrics after registration.
             progress, cancel: ``progress(fraction, message)`` and ``cancel() -> bool`` callbacks.
+            roi: a markups ROI node: the region of interest (``RegistrationInputs.region``) of a method that uses one
+                (its ``region_use``); a ValueError for any other method, or an ROI that selects no fixed voxel.
 
         Returns:
             A :class:`RegistrationOutcome`.
@@ -250,7 +289,7 @@ class RegistrationLogic:
 
         monitor = Monitor(progress, cancel)
         inputs, mapping = self.engine_inputs(fixed_volume, moving_volume, fixed_segmentation, moving_segmentation,
-                                             segment_mapping, fixed_landmarks, moving_landmarks)
+                                             segment_mapping, fixed_landmarks, moving_landmarks, roi)
         start = self.initial_transform(initial_transform)
         inputs_nodes = (fixed_volume, moving_volume, fixed_segmentation, moving_segmentation)
         for node, what in ((output_transform, "output transform"), (inverse_transform, "inverse transform"),

@@ -33,12 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_methods(args: argparse.Namespace) -> int:
+    from MMRegistrationLib.cli.register import _shown_default
     from MMRegistrationLib.registration.methods import METHODS
 
     for spec in METHODS.values():
         print(f"{spec.name:12s} {spec.description} (default --init {spec.default_init})")
+        if spec.region_use:
+            print(f"    --roi: {spec.region_use}")
         for opt in spec.options:
-            print(f"    --{opt.name.replace('_', '-'):22s} {(opt.type.__name__ if opt.type in (int, float, str) else 'str'):6s} default {opt.default}: {opt.help}")
+            print(f"    {opt.flag:26s} default {_shown_default(spec.name, opt)}: {opt.describe()}")
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from MMRegistrationLib.core.device import DEVICE_CHOICES
-from MMRegistrationLib.registration.methods import METHODS
+from MMRegistrationLib.core.options import flag_of
+from MMRegistrationLib.registration.methods import METHODS, option_flags
 from MMRegistrationLib.registration.pipeline import INITS
 
 
@@ -31,28 +32,47 @@ def add_parser(sub) -> None:
     p.add_argument("--initial-transform", help="linear ITK transform file (.h5/.tfm/.txt, fixed -> moving, e.g. a manual "
                    "alignment saved from Slicer) to start from; used as is (--init none, the default with it) or refined "
                    "(--init rigid-mask)")
+    p.add_argument("--roi", metavar="BOX", help="region of interest in the fixed image, for methods that use one "
+                   "(see 'mmreg methods'): a Slicer markups ROI file .mrk.json (RAS or LPS as its coordinateSystem "
+                   "says, converted; oriented boxes allowed) or cx,cy,cz,sx,sy,sz in LPS mm (centre and edge "
+                   "lengths, axis-aligned; write --roi=-10,... when it starts with a minus sign)")
     p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--out", required=True, help="output folder (replaced as a whole on success)")
-    group = p.add_argument_group("method options (apply to the method that defines them)")
-    by_name: dict = {}  # an option name shared by several methods is one flag; its help names each method's default
-    for spec in METHODS.values():
-        for opt in spec.options:
-            by_name.setdefault(opt.name, []).append((spec.name, opt))
-    for name, entries in by_name.items():
-        first = entries[0][1]
-        defaults = "; ".join(
-            f"{method}: {'preset' if opt.default is None else opt.default}" for method, opt in entries
-        )
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=f"opt_{name}",
-            type=first.type if first.type in (int, float, str) and all(o.type is first.type for _, o in entries) else str,
-            default=None,  # the method's own type conversion and checks run before any work
-            help=f"[{', '.join(m for m, _ in entries)}] {first.help} (default {defaults})",
-        )
+    add_method_options(p)
     p.set_defaults(func=run)
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per option of every method, from the configuration dataclasses' metadata. Values stay strings
+    here: the method's configuration converts and checks them (errors name the flag) before any image is read."""
+    group = parser.add_argument_group("method options (each applies to the methods named in brackets)")
+    for flag, entries in option_flags().items():
+        helps = []
+        for method, opt in entries:
+            text = opt.describe()
+            if not helps or helps[-1][1] != text:
+                helps.append(([method], text))
+            else:
+                helps[-1][0].append(method)
+        defaults = "; ".join(f"{method}: {_shown_default(method, opt)}" for method, opt in entries)
+        text = " / ".join(f"[{', '.join(methods)}] {h}" for methods, h in helps)
+        group.add_argument(flag, dest=f"opt_{entries[0][1].name}", default=None, metavar=_metavar(entries[0][1]),
+                           help=f"{text} (default {defaults})".replace("%", "%%"))
+
+
+def _metavar(opt) -> str:
+    return {int: "N", float: "X", tuple: "X,Y,Z"}.get(opt.kind, "VALUE" if not opt.choices else "{" + ",".join(opt.choices) + "}")
+
+
+def _shown_default(method: str, opt) -> str:
+    spec = METHODS[method]
+    if spec.presets and opt.name != "preset":
+        values = {name: preset.get(opt.name, opt.default) for name, preset in spec.presets.items()}
+        if len(set(map(str, values.values()))) > 1:
+            return ", ".join(f"{v} ({name})" for name, v in values.items())
+    return "none" if opt.default is None else repr(opt.default) if opt.default == "" else str(opt.default)
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -64,7 +84,8 @@ def method_options(args: argparse.Namespace) -> dict:
 
     unknown = sorted(set(given) - known)
     if unknown:
-        raise InputError("--method", f"'{args.method}' does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
+        raise InputError(flag_of(unknown[0]), f"--method {args.method} does not take "
+                         f"{', '.join(flag_of(u) for u in unknown)}; see 'mmreg methods'")
     return given
 
 
@@ -84,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         init=args.init,
         initial_transform=args.initial_transform,
         label_channel=args.label_channel,
+        roi=args.roi,
         options=method_options(args),
         seed=args.seed,
         device=args.device,

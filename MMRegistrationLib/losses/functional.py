@@ -1,68 +1,190 @@
-"""Stateless loss functions. Every function is minimised; shapes are stated per function."""
+"""Stateless loss functions, channels-first and batched (MONAI's convention). Every function is minimised and
+returns one value per batch item, shape ``(B,)``.
+
+Unlike MONAI's losses (voxel units, one image grid), these work in world millimetres on anisotropic grids and on
+values sampled at arbitrary points:
+
+- overlap terms take ``(B, C, *S)`` tensors: ``C`` structures, ``S`` any spatial or point axes (``(B, C, P)`` for
+  values at ``P`` points, ``(B, C, D, H, W)`` for a volume);
+- field terms take ``(B, 3, D, H, W)`` fields in mm whose axes ``D, H, W`` are the grid's ``k, j, i`` axes, with
+  ``spacing = (s_i, s_j, s_k)`` in mm (the order of :attr:`Grid.spacing`, ``i`` first).
+
+Every function checks its arguments (shapes and types only, so the checks cost nothing next to the loss) and
+raises :class:`ValueError` naming the function and the argument.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
-def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """Weighted mean over structures of ``1 - soft Dice``.
+def _fail(function: str, message: str):
+    raise ValueError(f"{function}(): {message}")
+
+
+def _shape(x) -> tuple:
+    return tuple(int(n) for n in x.shape)
+
+
+def _check_tensor(function: str, name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        _fail(function, f"'{name}' must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        _fail(function, f"'{name}' must be a floating-point tensor, got {x.dtype}")
+
+
+def _check_pair(function: str, fixed, warped, what: str) -> None:
+    """``fixed`` and ``warped`` are floating ``(B, C, *S)`` tensors of the same shape, no axis empty."""
+    _check_tensor(function, "fixed", fixed)
+    _check_tensor(function, "warped", warped)
+    if fixed.ndim < 3 or 0 in fixed.shape:
+        _fail(function, f"'fixed' must be (B, C, *S) {what} with at least one spatial or point axis and no empty "
+                        f"axis, got {_shape(fixed)}")
+    if warped.shape != fixed.shape:
+        _fail(function, f"'warped' must have the shape of 'fixed' {_shape(fixed)}, got {_shape(warped)}")
+
+
+def _positive_number(function: str, name: str, value, unit: str = "") -> float:
+    """A positive finite Python number from ``value`` (a number or a one-element tensor/array)."""
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = None
+    if number is None or not math.isfinite(number) or number <= 0:
+        _fail(function, f"'{name}' must be a positive finite number{unit}, got {value!r}")
+    return number
+
+
+def _normalised_weights(function: str, weights, fixed: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` weights summing to 1 per item, on ``fixed``'s device and dtype (default: equal)."""
+    b, c = int(fixed.shape[0]), int(fixed.shape[1])
+    if weights is None:
+        return fixed.new_full((b, c), 1.0 / c)
+    if not isinstance(weights, torch.Tensor):
+        _fail(function, f"'weights' must be None or a torch.Tensor of shape (C,) or (B, C), "
+                        f"got {type(weights).__name__}")
+    if _shape(weights) not in ((c,), (b, c)):
+        _fail(function, f"'weights' must have shape (C,) = ({c},) or (B, C) = ({b}, {c}) for 'fixed' {_shape(fixed)}, "
+                        f"got {_shape(weights)}")
+    weights = weights.to(device=fixed.device, dtype=fixed.dtype).expand(b, c)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _check_field(function: str, field, min_size: int) -> None:
+    _check_tensor(function, "field", field)
+    if field.ndim != 5 or field.shape[1] != 3:
+        _fail(function, f"'field' must be (B, 3, D, H, W), got {_shape(field)}")
+    if field.shape[0] < 1 or min(field.shape[2:]) < min_size:
+        _fail(function, f"'field' must have a batch item and at least {min_size} voxel(s) along D, H and W, "
+                        f"got {_shape(field)}")
+
+
+def _check_spacing(function: str, spacing) -> tuple:
+    """``(s_i, s_j, s_k)`` as three positive finite floats."""
+    values = None
+    if not isinstance(spacing, (str, bytes)):
+        try:
+            values = tuple(float(s) for s in spacing)
+        except (TypeError, ValueError, RuntimeError):
+            values = None
+    if values is None or len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        _fail(function, f"'spacing' must be three positive finite numbers (mm), got {spacing!r}")
+    return values
+
+
+def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor | None = None,
+                   eps: float = 1e-6) -> torch.Tensor:
+    """Per batch item, the weighted mean over structures of ``1 - soft Dice``.
 
     Args:
-        fixed, warped: ``(C, ...)`` soft masks in [0, 1] sampled at the same points (one channel per structure).
-        weights: ``(C,)`` structure weights (default equal); normalised to sum to 1.
+        fixed, warped: ``(B, C, *S)`` soft masks in [0, 1] (one channel per structure) at the same voxels or points.
+        weights: ``(C,)`` or ``(B, C)`` structure weights, non-negative (default equal); normalised to sum 1 per item.
+        eps: added to the numerator and denominator (an empty structure in both gives Dice 1).
 
     Returns:
-        Scalar in [0, 1]; 0 when the masks coincide.
+        ``(B,)`` in [0, 1]; 0 where the masks coincide, 1 where they are disjoint.
     """
-    dims = tuple(range(1, fixed.ndim))
+    name = "soft_dice_loss"
+    _check_pair(name, fixed, warped, "soft masks")
+    eps = _positive_number(name, "eps", eps)
+    w = _normalised_weights(name, weights, fixed)
+    dims = tuple(range(2, fixed.ndim))
     intersection = (fixed * warped).sum(dim=dims)
-    dice = (2 * intersection + eps) / (fixed.sum(dim=dims) + warped.sum(dim=dims) + eps)
-    if weights is None:
-        weights = torch.ones_like(dice)
-    weights = weights / weights.sum()
-    return ((1 - dice) * weights).sum()
+    dice = (2 * intersection + eps) / (fixed.sum(dim=dims) + warped.sum(dim=dims) + eps)  # (B, C)
+    return ((1 - dice) * w).sum(dim=1)
 
 
-def signed_distance_loss(fixed: torch.Tensor, warped: torch.Tensor, scale_mm: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean over structures of the mean squared difference of signed distances, in units of ``scale_mm``.
+def signed_distance_loss(fixed: torch.Tensor, warped: torch.Tensor, scale_mm: float,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per batch item, the weighted mean over structures of ``mean(((fixed - warped) / scale_mm)^2)`` over ``S``.
 
     Args:
-        fixed, warped: ``(C, P)`` signed distances (mm, negative inside; typically clipped) of each structure's
-            fixed surface and warped moving surface at the same points.
-        scale_mm: distances are divided by this (e.g. the clip distance), so the loss is O(1).
-        weights: ``(C,)`` structure weights (default equal); normalised to sum to 1.
+        fixed, warped: ``(B, C, *S)`` signed distances (mm, negative inside; typically clipped) of each structure's
+            fixed surface and warped moving surface at the same voxels or points.
+        scale_mm: distances are divided by this (e.g. the clip distance) so the loss is O(1); positive, finite.
+        weights: ``(C,)`` or ``(B, C)`` structure weights, non-negative (default equal); normalised to sum 1 per item.
+
+    Returns:
+        ``(B,)``, 0 where the distance maps coincide.
     """
-    per_structure = (((fixed - warped) / scale_mm) ** 2).mean(dim=1)
-    if weights is None:
-        weights = torch.ones_like(per_structure)
-    return (per_structure * weights / weights.sum()).sum()
+    name = "signed_distance_loss"
+    _check_pair(name, fixed, warped, "signed distances")
+    scale_mm = _positive_number(name, "scale_mm", scale_mm, " (mm)")
+    w = _normalised_weights(name, weights, fixed)
+    per_structure = (((fixed - warped) / scale_mm) ** 2).mean(dim=tuple(range(2, fixed.ndim)))  # (B, C)
+    return (per_structure * w).sum(dim=1)
 
 
-def velocity_mse(velocity: torch.Tensor) -> torch.Tensor:
-    """Mean squared velocity (mm^2); ``velocity`` ``(..., 3)``."""
-    return (velocity**2).sum(-1).mean()
+def velocity_mse(field: torch.Tensor) -> torch.Tensor:
+    """Per batch item, the mean over voxels of the squared vector norm (mm^2) of a ``(B, 3, D, H, W)`` field."""
+    _check_field("velocity_mse", field, 1)
+    return (field**2).sum(dim=1).mean(dim=(1, 2, 3))
 
 
-def _differences(field: torch.Tensor, spacing) -> list:
-    """Forward differences per axis of a ``(K, J, I, 3)`` field, divided by the spacing ``(s_i, s_j, s_k)`` (mm)."""
-    s_i, s_j, s_k = (float(s) for s in spacing)
+def _differences(field: torch.Tensor, spacing: tuple) -> list:
+    """Forward differences of a ``(B, 3, D, H, W)`` field along D, H, W (= k, j, i) divided by the spacing (mm)."""
+    s_i, s_j, s_k = spacing
     return [
-        (field[1:] - field[:-1]) / s_k,
-        (field[:, 1:] - field[:, :-1]) / s_j,
-        (field[:, :, 1:] - field[:, :, :-1]) / s_i,
+        (field[:, :, 1:] - field[:, :, :-1]) / s_k,
+        (field[:, :, :, 1:] - field[:, :, :, :-1]) / s_j,
+        (field[..., 1:] - field[..., :-1]) / s_i,
     ]
 
 
 def total_variation(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor:
-    """Mean absolute first derivative (per mm) of a ``(K, J, I, 3)`` field, summed over the three axes."""
-    return sum(d.abs().mean() for d in _differences(field, spacing))
+    """Per batch item, the mean absolute first derivative (per mm) of a ``(B, 3, D, H, W)`` field, summed over the
+    three axes: ``sum_a mean_{c, voxels} |d u_c / d x_a|`` with forward differences.
+
+    Args:
+        field: ``(B, 3, D, H, W)``, ``D, H, W`` = ``k, j, i``, at least 2 voxels along each.
+        spacing: ``(s_i, s_j, s_k)`` mm.
+    """
+    name = "total_variation"
+    _check_field(name, field, 2)
+    spacing = _check_spacing(name, spacing)
+    dims = (1, 2, 3, 4)
+    return sum(d.abs().mean(dim=dims) for d in _differences(field, spacing))
 
 
 def bending_energy(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor:
-    """Mean squared second derivatives (pure and mixed, per mm^2) of a ``(K, J, I, 3)`` field."""
+    """Per batch item, the mean squared second derivatives (per mm^2) of a ``(B, 3, D, H, W)`` field:
+    ``sum over ordered pairs (a, b) of mean_{c, voxels} (d2 u_c / dx_a dx_b)^2`` (mixed terms counted twice, as in
+    the energy), with forward differences (each term averaged over its own, uncropped, valid region).
+
+    Args:
+        field: ``(B, 3, D, H, W)``, ``D, H, W`` = ``k, j, i``, at least 3 voxels along each.
+        spacing: ``(s_i, s_j, s_k)`` mm.
+    """
+    name = "bending_energy"
+    _check_field(name, field, 3)
+    spacing = _check_spacing(name, spacing)
+    dims = (1, 2, 3, 4)
     total = 0.0
-    for d in _differences(field, spacing):  # sum over all (a, b): mixed terms counted twice, as in the energy
+    for d in _differences(field, spacing):
         for second in _differences(d, spacing):
-            total = total + (second**2).mean()
+            total = total + (second**2).mean(dim=dims)
     return total

@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from MMRegistrationLib.core.box import OrientedBox
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.spatial.base import SpatialTransform
 
@@ -17,6 +18,8 @@ class RegistrationInputs:
 
     ``fixed_seg``/``moving_seg`` already share label values for corresponding structures
     (see :func:`MMRegistrationLib.io.match_segmentations`); ``label_names`` maps value -> name.
+    ``region``: an optional box in the fixed image's world space (``--roi``; checked against the fixed image by
+    :func:`MMRegistrationLib.io.regions.check_region`), used only by methods whose ``MethodSpec.region_use`` says how.
     """
 
     fixed: Image
@@ -26,6 +29,7 @@ class RegistrationInputs:
     label_names: dict = field(default_factory=dict)
     fixed_landmarks: Optional[np.ndarray] = None
     moving_landmarks: Optional[np.ndarray] = None
+    region: Optional[OrientedBox] = None  # a user's box in the fixed image's space (--roi, a Slicer ROI), LPS mm
 
     @property
     def has_segmentations(self) -> bool:

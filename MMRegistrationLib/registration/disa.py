@@ -54,6 +54,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from MMRegistrationLib.core.box import OrientedBox
 from MMRegistrationLib.core.errors import InputError, MMRegError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
@@ -62,7 +63,6 @@ from MMRegistrationLib.registration.disa_config import (  # re-exported: the met
     DEFORMABLE_AFTER,
     MASKS,
     MODES,
-    OPTION_HELP,
     PRECISIONS,
     SEARCHES,
     SIMILARITIES,
@@ -70,9 +70,9 @@ from MMRegistrationLib.registration.disa_config import (  # re-exported: the met
     DISARegistrationConfig,
     config_dict,
     disa_config,
-    fov_threshold_option,
     working_spacing,
 )
+from MMRegistrationLib.registration.deformable import region_box
 from MMRegistrationLib.registration.disa_deformable import fit_velocity_field
 from MMRegistrationLib.registration.global_search import best_poses, evaluate_in_batches, sample_poses, translation_bounds
 from MMRegistrationLib.registration.lbfgs import minimize_lbfgs
@@ -84,11 +84,11 @@ from MMRegistrationLib.similarity.objectives import LC2Objective, descriptor_obj
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.probe import ProbeCompression, infer_probe_geometry
+from MMRegistrationLib.spatial.resample import resample
 
 __all__ = [
-    "DEFORMABLE_AFTER", "DISARegistrationConfig", "MASKS", "MODES", "OPTION_HELP", "PRECISIONS", "SEARCHES",
-    "SIMILARITIES", "WEIGHTINGS", "config_dict", "disa_config", "disa_register", "fov_threshold_option",
-    "working_spacing",
+    "DEFORMABLE_AFTER", "DISARegistrationConfig", "MASKS", "MODES", "PRECISIONS", "SEARCHES", "SIMILARITIES",
+    "WEIGHTINGS", "config_dict", "disa_config", "disa_register", "working_spacing",
 ]
 
 SEPARATION_MM = 10.0
@@ -163,8 +163,25 @@ def _levels(fixed: Image, moving: Image, config: DISARegistrationConfig, backend
     return levels, time.perf_counter() - t0, prepared
 
 
-def _check_levels(levels: list, has_fixed_mask: bool, has_moving_mask: bool, mask_arguments: tuple) -> list:
+def _with_region(keep: Optional[Image], region: Optional[OrientedBox]) -> Optional[Image]:
+    """``keep`` (an indicator image, or None = everywhere) restricted to the inside of ``region``: an indicator image
+    on a grid along the box (about 1 mm, at most 200 voxels per axis)."""
+    if region is None:
+        return keep
+    grid = region_box(region, max(1.0, float(2 * region.half_size.max()) / 200.0))
+    inside = np.ones(grid.shape, dtype=np.float32)
+    if keep is not None:
+        inside *= resample(keep, grid).array > 0.5
+    return Image(inside, grid)
+
+
+def _check_levels(levels: list, has_fixed_mask: bool, has_moving_mask: bool, mask_arguments: tuple,
+                  has_region: bool = False) -> list:
     finest = levels[-1]
+    if finest.count == 0 and has_region:
+        raise InputError("--roi", "the box holds no fixed point where the similarity is evaluated (outside the fixed "
+                         "field of view" + (" or the dilated fixed mask" if has_fixed_mask else "") + "); move or "
+                         "enlarge the box")
     if finest.count == 0:
         if has_fixed_mask:
             raise InputError(mask_arguments[0], "the fixed mask (dilated by mask_margin_mm) and the fixed field of "
@@ -193,6 +210,7 @@ def disa_register(
     progress=None,
     cancel=None,
     mask_arguments: tuple = ("fixed_mask", "moving_mask"),
+    region: Optional[OrientedBox] = None,
 ) -> RegistrationResult:
     """Register ``moving`` (e.g. MR) to ``fixed`` (e.g. TRUS) on images alone (module docstring).
 
@@ -206,6 +224,7 @@ def disa_register(
             :class:`NetworkDescriptors` of an untrained network in tests); ignored for ``lc2``/``mi``.
         seed: seed of the global search.
         mask_arguments: names used in errors about the masks (``--fixed-seg``/``--moving-seg`` from the CLI).
+        region: a box (LPS mm, ``--roi``): the similarity counts only fixed points inside it.
 
     Returns:
         :class:`RegistrationResult` with ``transform`` fixed -> moving and ``inverse`` moving -> fixed.
@@ -222,7 +241,7 @@ def disa_register(
     times = {}
     t0 = time.perf_counter()
     _check_images(fixed, moving, config, fixed_mask, moving_mask, mask_arguments)
-    fixed_keep = _dilated(fixed_mask, config.mask_margin_mm) if fixed_mask is not None else None
+    fixed_keep = _with_region(_dilated(fixed_mask, config.mask_margin_mm) if fixed_mask is not None else None, region)
     moving_keep = _dilated(moving_mask, config.mask_margin_mm) if moving_mask is not None else None
     spacing = working_spacing(fixed, config)
     if config.spacing_mm is None:
@@ -232,7 +251,7 @@ def disa_register(
     backend = None if config.similarity == "lc2" else _backend(config, descriptors, device)
     monitor.report(0.0, "DISA: describing the images")
     levels, times["descriptors"], prepared = _levels(fixed, moving, config, backend, fixed_keep, moving_keep, device)
-    levels = _check_levels(levels, fixed_mask is not None, moving_mask is not None, mask_arguments)
+    levels = _check_levels(levels, fixed_mask is not None, moving_mask is not None, mask_arguments, region is not None)
     finest = levels[-1]
     w = finest.weights.detach().cpu()
     centre = (finest.points.detach().cpu().to(torch.float64) * w[:, None]).sum(0).numpy() / float(w.sum())

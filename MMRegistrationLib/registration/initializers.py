@@ -5,17 +5,21 @@ Both return an :class:`AffineTransform` fixed -> moving.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from MMRegistrationLib.core.errors import InputError, MMRegError
+from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.core.options import MethodConfig, option
 from MMRegistrationLib.core.progress import Monitor
-from MMRegistrationLib.spatial.affine import AffineTransform, rotation_matrix
+from MMRegistrationLib.registration.lbfgs import minimize_lbfgs
+from MMRegistrationLib.registration.pose_models import PARAMETER_SCALE_MM, PoseModel
+from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.resample import resample
 from MMRegistrationLib.spatial.sampling import sample_normalized, world_to_normalized_matrix
 
@@ -68,18 +72,29 @@ def sdm_stack(seg: Image, labels: Sequence[int], spacing_mm: float, clip_mm: flo
     return np.stack(maps).astype(np.float32), coarse
 
 
+@dataclass(frozen=True)
+class RigidMaskConfig(MethodConfig):
+    """Options of :func:`rigid_mask_init` (``mmreg register --method rigid-mask``, ``--init rigid-mask``)."""
+
+    band_mm: float = option(12.0, "only fixed points within this distance of a surface count", unit="mm",
+                            minimum=0.0, exclusive_minimum=True, maximum=100.0)
+    context_weight: float = option(0.25, "weight of structures other than the prostate (label 1, weight 1)",
+                                   minimum=0.0, maximum=100.0)
+    start_angles_deg: float = option(15.0, "extra starting rotations (+- this angle about each axis); 0 = one start",
+                                     unit="deg", minimum=0.0, maximum=90.0)
+    iterations: int = option(60, "L-BFGS iterations per start and level", minimum=1, maximum=10000)
+
+
 def rigid_mask_init(
     fixed_seg: Image,
     moving_seg: Image,
     initial: Optional[AffineTransform] = None,
+    config: RigidMaskConfig = RigidMaskConfig(),
     labels: Optional[Sequence[int]] = None,
     label_weights: Optional[dict] = None,
-    context_weight: float = 0.25,
     levels_mm: Sequence[float] = (4.0, 2.0),
-    band_mm: float = 12.0,
-    start_angles_deg: float = 15.0,
-    iterations: int = 60,
     max_points: int = 20000,
+    seed: int = 0,
     device=None,
     progress=None,
     cancel=None,
@@ -87,111 +102,109 @@ def rigid_mask_init(
     """Rigid alignment of segmentation masks by matching their signed distance maps.
 
     Minimises ``sum_l w_l * mean_{x in band} (sdm_fixed_l(x) - sdm_moving_l(T(x)))^2`` over rotation
-    (axis-angle about the fixed centre of mass) and translation, with L-BFGS, coarse to fine
-    (``levels_mm``). At the coarsest level seven starting rotations (identity and +-``start_angles_deg``
-    about each axis) are tried and the best kept. Starts from ``initial`` (default: centre-of-mass).
+    (rotation vector about the fixed centre of mass) and translation (the shared ``rigid``
+    :class:`~MMRegistrationLib.registration.pose_models.PoseModel`), with L-BFGS
+    (:func:`~MMRegistrationLib.registration.lbfgs.minimize_lbfgs`), coarse to fine (``levels_mm``). At the coarsest
+    level seven starting rotations (identity and +-``config.start_angles_deg`` about each axis) each get a sixth of the
+    iterations, and the best is refined with all of them. Starts from ``initial`` (default: centre of mass).
 
     Args:
         fixed_seg, moving_seg: label maps whose common labels correspond.
+        config: :class:`RigidMaskConfig` (band, context weight, starting angles, iterations).
         labels: labels to use (default: all labels present in both).
         label_weights: explicit weight per label; by default the prostate (label 1, else the first label)
-            weighs 1 and every other (context) structure ``context_weight``: the gland is the target, while
+            weighs 1 and every other (context) structure ``config.context_weight``: the gland is the target, while
             bladder, rectum and bone deform more between MR and TRUS but pin down the gland's rotation.
-        band_mm: only fixed points within this distance of a fixed surface contribute.
-        max_points: at most this many band points per level (a seeded random subset).
+        max_points: at most this many band points per level (a random subset drawn with ``seed``).
 
     Returns:
         :class:`AffineTransform` fixed -> moving (rigid part composed with ``initial``).
     """
     monitor = Monitor.wrap(progress, cancel)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    common = sorted(set(fixed_seg.labels()) & set(moving_seg.labels()))
-    labels = list(labels) if labels is not None else common
-    if not labels:
-        raise InputError("segmentations", "fixed and moving segmentations share no label")
+    labels = shared_labels(fixed_seg, moving_seg, labels)
     initial = initial if initial is not None else center_of_mass_init(fixed_seg, moving_seg)
     if not masks_overlap(fixed_seg, moving_seg, initial, labels):
         raise InputError(
             "--init", "the fixed and moving masks do not overlap after initialisation; use --init com (centre of mass)"
         )
     primary = 1 if 1 in labels else labels[0]
-    default_weight = {lab: (1.0 if lab == primary else float(context_weight)) for lab in labels}
-    weights = torch.tensor([float((label_weights or default_weight).get(lab, 1.0)) for lab in labels], dtype=torch.float64)
-    center = torch.tensor(center_of_mass_mm(fixed_seg, primary), dtype=torch.float64)
-    # the 6 parameters and the 4x4 algebra stay float64 on the CPU (MPS has no float64); points go to `device`
-    init_m = torch.tensor(initial.matrix, dtype=torch.float64)
-    rot_scale = 50.0  # mm per radian: puts rotation and translation parameters on comparable scales
-
-    def point_map(params: torch.Tensor) -> tuple:
-        """(A, b) with T(x) = A x + b = initial(R (x - c) + c + t), as one matrix for a single matmul."""
-        rot = rotation_matrix(params[:3] / rot_scale)
-        a = init_m[:3, :3] @ rot
-        b = init_m[:3, :3] @ (center - rot @ center + params[3:]) + init_m[:3, 3]
-        return a, b
-
+    default_weight = {lab: (1.0 if lab == primary else float(config.context_weight)) for lab in labels}
+    weights = [float((label_weights or default_weight).get(lab, 1.0)) for lab in labels]
+    model = PoseModel("rigid", center_of_mass_mm(fixed_seg, primary), initial.matrix)
     params = torch.zeros(6, dtype=torch.float64)
     for level, spacing in enumerate(levels_mm):
         monitor.check("rigid-mask")
-        fixed_sdm, fixed_grid = sdm_stack(fixed_seg, labels, spacing, clip_mm=2 * band_mm)
-        moving_sdm, moving_grid = sdm_stack(moving_seg, labels, spacing, clip_mm=2 * band_mm)
-        pts_all = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float32).reshape(-1, 3)
-        fixed_vals = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float32)
-        near = (fixed_vals.abs() < band_mm).any(dim=1)
-        pts, fixed_vals = pts_all[near].to(device), fixed_vals[near].to(device)
-        if len(pts) > max_points:  # a seeded subset keeps each evaluation cheap on large masks
-            keep = torch.randperm(len(pts), generator=torch.Generator().manual_seed(level))[:max_points]
-            pts, fixed_vals = pts[keep.to(device)], fixed_vals[keep.to(device)]
-        moving_vol = torch.as_tensor(moving_sdm, dtype=torch.float32, device=device)
-        w = weights.to(device=device, dtype=torch.float32)
-        # world -> grid_sample coordinates of the moving maps, folded into the point map (one matmul per evaluation);
-        # outside the moving grid the border distances are extended (smooth for the optimiser)
-        to_normalized = torch.as_tensor(world_to_normalized_matrix(moving_grid), dtype=torch.float64)
+        loss_fn = _distance_map_loss(fixed_seg, moving_seg, labels, weights, spacing, config.band_mm, model,
+                                     max_points, seed + level, device)
+        starts = _starting_rotations(params, config.start_angles_deg if level == 0 else 0.0)
+        params = _best_of_starts(starts, loss_fn, config.iterations, monitor.stage(level / len(levels_mm),
+                                                                                     (level + 1) / len(levels_mm)))
+    return AffineTransform(model.matrix(params), initial.source, initial.target)
 
-        def loss_fn(p: torch.Tensor) -> torch.Tensor:
-            a, b = point_map(p)
-            a_n = (to_normalized[:3, :3] @ a).to(device=device, dtype=torch.float32)
-            b_n = (to_normalized[:3, :3] @ b + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
-            warped = sample_normalized(moving_vol, pts @ a_n.T + b_n)
-            return (((warped - fixed_vals) ** 2).mean(dim=0) * w).sum()
 
-        starts = [params.clone()]
-        if level == 0 and start_angles_deg > 0:
-            for axis in range(3):
-                for sign in (-1.0, 1.0):
-                    s = params.clone()
-                    s[axis] += sign * np.deg2rad(start_angles_deg) * rot_scale
-                    starts.append(s)
-        best, best_loss = params, float("inf")
-        # several starts: each gets a sixth of the iterations (enough to tell the basins apart), then the best one is
-        # refined with the full budget
-        schedule = [(start, max(1, iterations // 6)) for start in starts] if len(starts) > 1 else [(starts[0], iterations)]
-        for n, (start, budget) in enumerate(schedule):
-            p = start.clone().requires_grad_(True)
-            opt = torch.optim.LBFGS(
-                [p], lr=1.0, max_iter=budget, line_search_fn="strong_wolfe", tolerance_change=1e-6, tolerance_grad=1e-6
-            )
+def shared_labels(fixed_seg: Image, moving_seg: Image, labels: Optional[Sequence[int]] = None) -> list:
+    """``labels``, or every label both segmentations hold; an error when there is none."""
+    common = sorted(set(fixed_seg.labels()) & set(moving_seg.labels()))
+    labels = list(labels) if labels is not None else common
+    if not labels:
+        raise InputError("segmentations", "fixed and moving segmentations share no label")
+    return labels
 
-            def closure():
-                monitor.check("rigid-mask")
-                opt.zero_grad()
-                loss = loss_fn(p)
-                loss.backward()
-                return loss
 
-            opt.step(closure)
-            with torch.no_grad():
-                value = float(loss_fn(p))
-            if np.isfinite(value) and value < best_loss:
-                best, best_loss = p.detach().cpu().clone(), value
-            monitor.report((level + (n + 1) / (len(starts) + (len(starts) > 1))) / len(levels_mm), f"rigid-mask level {level + 1}")
-            if n == len(starts) - 1 and len(starts) > 1:
-                schedule.append((best.clone(), iterations))  # refine the best start
-        if not np.isfinite(best_loss):
-            raise MMRegError("rigid-mask: the distance-map loss is not finite; check the segmentations' geometry")
-        params = best
+def _distance_map_loss(fixed_seg: Image, moving_seg: Image, labels: list, weights: list, spacing_mm: float,
+                       band_mm: float, model: PoseModel, max_points: int, seed: int, device):
+    """``loss(params (6,)) -> scalar``: the weighted mean squared difference of the fixed signed distances at the band
+    points and the moving ones at ``T(x)`` (both maps on grids of ``spacing_mm``; outside the moving grid the border
+    distances are extended, which keeps the loss smooth for the optimiser)."""
+    fixed_sdm, fixed_grid = sdm_stack(fixed_seg, labels, spacing_mm, clip_mm=2 * band_mm)
+    moving_sdm, moving_grid = sdm_stack(moving_seg, labels, spacing_mm, clip_mm=2 * band_mm)
+    points = torch.as_tensor(fixed_grid.world_points(), dtype=torch.float32).reshape(-1, 3)
+    fixed_values = torch.as_tensor(fixed_sdm.reshape(len(labels), -1).T, dtype=torch.float32)
+    near = (fixed_values.abs() < band_mm).any(dim=1)
+    points, fixed_values = points[near], fixed_values[near]
+    if len(points) > max_points:  # a seeded subset keeps each evaluation cheap on large masks
+        keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:max_points]
+        points, fixed_values = points[keep], fixed_values[keep]
+    points, fixed_values = points.to(device), fixed_values.to(device)
+    to_normalized = torch.as_tensor(world_to_normalized_matrix(moving_grid), dtype=torch.float32, device=device)
+    moving_volume = torch.as_tensor(moving_sdm, dtype=torch.float32, device=device)
+    w = torch.tensor(weights, dtype=torch.float32, device=device)
 
-    a, b = point_map(params)
-    matrix = np.eye(4)
-    matrix[:3, :3] = a.detach().cpu().numpy()
-    matrix[:3, 3] = b.detach().cpu().numpy()
-    return AffineTransform(matrix, initial.source, initial.target)
+    def loss_fn(params: torch.Tensor) -> torch.Tensor:
+        mapped = model.map(params[None], points)[0]  # (P, 3) moving world mm
+        warped = sample_normalized(moving_volume, mapped @ to_normalized[:3, :3].T + to_normalized[:3, 3])
+        return (((warped - fixed_values) ** 2).mean(dim=0) * w).sum()
+
+    return loss_fn
+
+
+def _starting_rotations(params: torch.Tensor, angle_deg: float) -> list:
+    """``params`` and, when ``angle_deg`` > 0, six copies turned by +-``angle_deg`` about each axis."""
+    starts = [params.clone()]
+    if angle_deg > 0:
+        for axis in range(3):
+            for sign in (-1.0, 1.0):
+                start = params.clone()
+                start[axis] += sign * np.deg2rad(angle_deg) * PARAMETER_SCALE_MM
+                starts.append(start)
+    return starts
+
+
+def _best_of_starts(starts: list, loss_fn, iterations: int, monitor: Monitor) -> torch.Tensor:
+    """Each start gets a sixth of ``iterations`` (enough to tell the basins apart) when there are several; the best is
+    then refined with all of them. Returns the best parameters."""
+    best = starts[0]
+    if len(starts) > 1:
+        results = []
+        for n, start in enumerate(starts):
+            results.append(minimize_lbfgs(start, loss_fn, max(1, iterations // 6), monitor, "rigid-mask",
+                                          **_TOLERANCES))
+            monitor.report((n + 1) / (len(starts) + 1), "rigid-mask: starting rotations")
+        best = min(results, key=lambda r: r[1])[0]
+    best, loss, _ = minimize_lbfgs(best, loss_fn, iterations, monitor, "rigid-mask", **_TOLERANCES)
+    monitor.report(1.0, f"rigid-mask: distance-map loss {loss:.3f} mm^2")
+    return best
+
+
+_TOLERANCES = dict(tolerance_grad=1e-6, tolerance_change=1e-6)

@@ -20,16 +20,18 @@ from MMRegistrationLib import __version__
 from MMRegistrationLib.core.device import resolve_device, seed_everything
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.options import MethodConfig
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.evaluation.case import jsonable
 from MMRegistrationLib.io.images import read_image, write_image
 from MMRegistrationLib.io.landmarks import check_landmark_pair, read_landmarks
 from MMRegistrationLib.io.outputs import atomic_output_dir
+from MMRegistrationLib.io.regions import check_region, read_region
 from MMRegistrationLib.io.segmentations import match_segmentations, read_segmentation
 from MMRegistrationLib.io.transforms import write_transform
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
 from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
-from MMRegistrationLib.registration.methods import get_method
+from MMRegistrationLib.registration.methods import RunContext, get_method
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
@@ -60,11 +62,16 @@ def load_inputs(
     fixed_landmarks: Optional[str | os.PathLike] = None,
     moving_landmarks: Optional[str | os.PathLike] = None,
     label_channel: Optional[int] = None,
+    region=None,
 ) -> RegistrationInputs:
     """Read and validate one case; errors name the CLI argument at fault.
 
     ``label_channel``: with 4-D label images (one binary channel per structure), the channel used as label 1.
+    ``region``: a region of interest (``--roi``): an :class:`~MMRegistrationLib.core.box.OrientedBox` (LPS mm), a
+    Slicer markups ROI file or ``"cx,cy,cz,sx,sy,sz"`` (LPS mm); parsed before any image is read and checked
+    against the fixed image right after it is read.
     """
+    box = read_region(region, "--roi") if region is not None else None
     if (fixed_seg is None) != (moving_seg is None):
         missing = "--moving-seg" if moving_seg is None else "--fixed-seg"
         raise InputError(missing, "segmentations must be given for both images (--fixed-seg and --moving-seg)")
@@ -72,6 +79,8 @@ def load_inputs(
         missing = "--moving-landmarks" if moving_landmarks is None else "--fixed-landmarks"
         raise InputError(missing, "landmarks must be given for both images")
     fixed_img = read_image(fixed, "--fixed")
+    if box is not None:
+        check_region(box, fixed_img, "--roi")
     moving_img = read_image(moving, "--moving")
     fseg = mseg = None
     names: dict = {}
@@ -85,11 +94,21 @@ def load_inputs(
         flm = read_landmarks(fixed_landmarks, "--fixed-landmarks")
         mlm = read_landmarks(moving_landmarks, "--moving-landmarks")
         check_landmark_pair(flm, mlm)
-    return RegistrationInputs(fixed_img, moving_img, fseg, mseg, names, flm, mlm)
+    return RegistrationInputs(fixed_img, moving_img, fseg, mseg, names, flm, mlm, box)
+
+
+def check_method_takes_region(method: str) -> None:
+    """``--roi`` is refused for a method that does not use a region (an InputError naming ``--roi``)."""
+    from MMRegistrationLib.registration.methods import METHODS
+
+    if not get_method(method).region_use:
+        users = ", ".join(name for name, spec in METHODS.items() if spec.region_use) or "none"
+        raise InputError("--roi", f"method '{method}' does not use a region; methods that do: {users}")
 
 
 def initial_transform(
-    init: str, inputs: RegistrationInputs, device=None, monitor=None, start: Optional[AffineTransform] = None
+    init: str, inputs: RegistrationInputs, device=None, monitor=None, start: Optional[AffineTransform] = None,
+    seed: int = 0,
 ) -> AffineTransform:
     """The ``--init`` transform (fixed -> moving).
 
@@ -106,7 +125,8 @@ def initial_transform(
         if start is not None:
             raise InputError("--init", "'com' replaces the given initial transform; use 'none' or 'rigid-mask' with it")
         return center_of_mass_init(inputs.fixed_seg, inputs.moving_seg)
-    return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, initial=start, device=device, progress=monitor)
+    return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, initial=start, seed=seed, device=device,
+                           progress=monitor)
 
 
 def _as_start(initial) -> Optional[AffineTransform]:
@@ -125,7 +145,7 @@ def run_registration(
     method: str,
     inputs: RegistrationInputs,
     init: Optional[str] = None,
-    options: Optional[dict] = None,
+    options=None,
     seed: int = 0,
     device: str = "auto",
     progress=None,
@@ -137,6 +157,8 @@ def run_registration(
     Args:
         init: the initialiser (``none``, ``com``, ``rigid-mask``; default: the method's, or ``none`` when
             ``initial`` is given).
+        options: the method's options, as keywords (``{"iterations": 50}``, strings allowed) or an instance of its
+            configuration dataclass.
         initial: a linear fixed -> moving transform to start from (e.g. a manual alignment): used as is with
             ``init='none'``, refined with ``init='rigid-mask'``.
 
@@ -145,6 +167,9 @@ def run_registration(
         (method, init, options, seed, device, per-stage wall seconds).
     """
     spec = get_method(method)
+    if inputs.region is not None:
+        check_method_takes_region(method)
+        check_region(inputs.region, inputs.fixed, "--roi")
     if spec.needs_segmentations and not inputs.has_segmentations:
         raise InputError("--fixed-seg", f"method '{method}' needs --fixed-seg and --moving-seg")
     start = _as_start(initial)
@@ -152,22 +177,24 @@ def run_registration(
     if init == "auto" and start is not None:
         init = "none"
     init = resolve_init(init, inputs) if init in INITS else init
-    resolved = spec.resolve_options(options)
+    config = options if isinstance(options, spec.config) else spec.build_config(options)
     torch_device = resolve_device(device)
     seed_everything(seed)
     monitor = Monitor.wrap(progress, cancel)
     times = {}
     t0 = time.perf_counter()
-    start_transform = initial_transform(init, inputs, torch_device, monitor.stage(0.0, 0.3), start=start)
+    start_transform = initial_transform(init, inputs, torch_device, monitor.stage(0.0, 0.3), start=start, seed=seed)
     times["init"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    result: RegistrationResult = spec.run(inputs, start_transform, resolved, torch_device, monitor.stage(0.3, 1.0))
+    context = RunContext(torch_device, seed, monitor.stage(0.3, 1.0))
+    result: RegistrationResult = spec.run(inputs, start_transform, config, context)
     times["register"] = time.perf_counter() - t1
     times.update({f"method_{k}": v for k, v in result.stage_seconds.items()})
     record = {
         "method": method,
         "init": init,
-        "parameters": resolved,
+        "parameters": {**({"preset": spec.preset_of(options)} if spec.presets and not isinstance(options, MethodConfig)
+                           else {}), **config.as_dict()},
         "seed": seed,
         "device": str(torch_device),
         "wall_seconds": times,
@@ -175,6 +202,8 @@ def run_registration(
     }
     if start is not None:
         record["initial_matrix"] = start.matrix.tolist()  # the caller's start (fixed -> moving, LPS)
+    if inputs.region is not None:  # the user's box (--roi), LPS mm
+        record["region"] = {**inputs.region.as_record(), "use": spec.region_use}
     return result, record
 
 
@@ -283,13 +312,23 @@ def register_files(
     cancel=None,
     initial_transform: Optional[str | os.PathLike] = None,
     label_channel: Optional[int] = None,
+    roi=None,
 ) -> dict:
     """Load, register, write. Returns the record written to ``out/result.json``.
 
     ``initial_transform``: an ITK transform file (fixed -> moving, linear) to start from (``--initial-transform``).
+    ``roi``: a region of interest (``--roi``): a Slicer markups ROI file (``.mrk.json``), ``"cx,cy,cz,sx,sy,sz"``
+    (LPS mm) or an :class:`~MMRegistrationLib.core.box.OrientedBox`; only for methods that use one. The method and
+    the value are checked before any image is read; ``result.json`` records the box under ``"region"``.
     """
     t_start = time.perf_counter()
-    inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks, label_channel)
+    get_method(method).build_config(options)  # bad options are refused before any image is read
+    box = None
+    if roi is not None:  # refused before any image is read: a method without region use, a bad value
+        check_method_takes_region(method)
+        box = read_region(roi, "--roi")
+    inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks, label_channel,
+                         region=box)
     start = None
     if initial_transform is not None:
         from MMRegistrationLib.io.transforms import read_transform
@@ -304,6 +343,7 @@ def register_files(
         for k, v in dict(
             fixed=fixed, moving=moving, fixed_seg=fixed_seg, moving_seg=moving_seg,
             fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks, initial_transform=initial_transform,
+            roi=None if roi is None or box is roi else roi,
         ).items()
         if v is not None
     }

@@ -8,6 +8,7 @@ import pytest
 from conftest import covering_grid, phantom_labels
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.registration.initializers import (
+    RigidMaskConfig,
     center_of_mass_init,
     center_of_mass_mm,
     rigid_mask_init,
@@ -55,8 +56,9 @@ def test_rigid_mask_recovers_rotation_and_translation():
 def test_rigid_mask_is_deterministic():
     true = AffineTransform.from_rigid(np.deg2rad([3.0, 2.0, -4.0]), [4.0, 2.0, -3.0], center=[5.0, -2.0, 10.0])
     fixed, moving = make_pair(true)
-    a = rigid_mask_init(fixed, moving, levels_mm=(4.0,), start_angles_deg=0)
-    b = rigid_mask_init(fixed, moving, levels_mm=(4.0,), start_angles_deg=0)
+    config = RigidMaskConfig(start_angles_deg=0)
+    a = rigid_mask_init(fixed, moving, levels_mm=(4.0,), config=config)
+    b = rigid_mask_init(fixed, moving, levels_mm=(4.0,), config=config)
     np.testing.assert_array_equal(a.matrix, b.matrix)
 
 

@@ -97,7 +97,7 @@ def resolve_methods(names: list) -> dict:
                 f"(available: {', '.join(sorted(registry))})")
             continue
         try:
-            registry[method].resolve_options(options)
+            registry[method].build_config(options)
         except Exception as err:  # e.g. an option (preset) the method does not have (yet)
             log(f"note: skipping {name}: method '{method}' refuses options {options} ({err})")
             continue

@@ -158,6 +158,16 @@ class OptionSpec:
         return " and ".join(p for p in (low, high) if p)
 
 
+def existing_file(value, argument: str) -> str:
+    """``parse`` of a file option: the path of an existing file ('' = the default); :class:`InputError` otherwise."""
+    from pathlib import Path
+
+    text = str(value)
+    if text and not Path(text).expanduser().is_file():
+        raise InputError(argument, f"file not found: {text}")
+    return text
+
+
 def option(default, help: str, *, unit: str = "", minimum: Optional[float] = None, maximum: Optional[float] = None,
            exclusive_minimum: bool = False, choices: Optional[tuple] = None, optional: bool = False,
            advanced: bool = True, parse: Optional[Callable] = None, kind: Optional[type] = None):

@@ -97,13 +97,18 @@ def _check_spacing(function: str, spacing) -> tuple:
 
 
 def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor | None = None,
-                   eps: float = 1e-6) -> torch.Tensor:
+                   eps: float = 1e-6, squared: bool = False) -> torch.Tensor:
     """Per batch item, the weighted mean over structures of ``1 - soft Dice``.
 
     Args:
         fixed, warped: ``(B, C, *S)`` soft masks in [0, 1] (one channel per structure) at the same voxels or points.
         weights: ``(C,)`` or ``(B, C)`` structure weights, non-negative (default equal); normalised to sum 1 per item.
         eps: added to the numerator and denominator (an empty structure in both gives Dice 1).
+        squared: the denominator sums the squared masks (V-Net's soft Dice, MONAI's ``squared_pred``):
+            ``1 - 2 sum(f w) / (sum f^2 + sum w^2) = sum (f - w)^2 / (sum f^2 + sum w^2)``, whose minimum 0 is
+            exactly ``w = f``. With soft (smoothed or interpolated) masks the plain form is not lowest there: it
+            rewards growing ``w`` where ``f`` exceeds about 1/2, so a registration of identical inputs would drift.
+            Equal to the plain form for binary masks.
 
     Returns:
         ``(B,)`` in [0, 1]; 0 where the masks coincide, 1 where they are disjoint.
@@ -114,7 +119,11 @@ def soft_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Ten
     w = _normalised_weights(name, weights, fixed)
     dims = tuple(range(2, fixed.ndim))
     intersection = (fixed * warped).sum(dim=dims)
-    dice = (2 * intersection + eps) / (fixed.sum(dim=dims) + warped.sum(dim=dims) + eps)  # (B, C)
+    if squared:
+        size = (fixed * fixed).sum(dim=dims) + (warped * warped).sum(dim=dims)
+    else:
+        size = fixed.sum(dim=dims) + warped.sum(dim=dims)
+    dice = (2 * intersection + eps) / (size + eps)  # (B, C)
     return ((1 - dice) * w).sum(dim=1)
 
 

@@ -55,13 +55,14 @@ def _structure_weights(owner: str, weights) -> torch.Tensor | None:
 class SoftDiceLoss(_BatchLoss):
     """:func:`~MMRegistrationLib.losses.functional.soft_dice_loss` of ``(B, C, *S)`` soft masks, reduced over B."""
 
-    def __init__(self, weights=None, reduction: str = "mean", eps: float = 1e-6):
+    def __init__(self, weights=None, reduction: str = "mean", eps: float = 1e-6, squared: bool = False):
         super().__init__(reduction)
         self.eps = F._positive_number(type(self).__name__, "eps", eps)
+        self.squared = bool(squared)
         self.register_buffer("weights", _structure_weights(type(self).__name__, weights), persistent=False)
 
     def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        return self._reduce(F.soft_dice_loss(fixed, warped, self.weights, self.eps))
+        return self._reduce(F.soft_dice_loss(fixed, warped, self.weights, self.eps, self.squared))
 
 
 class SignedDistanceLoss(_BatchLoss):

@@ -11,7 +11,7 @@ import numpy as np
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.core.options import MethodConfig, option
+from MMRegistrationLib.core.options import MethodConfig, existing_file, option
 from MMRegistrationLib.registration.pose_models import PROBE_DECAY_RANGE_MM
 from MMRegistrationLib.similarity.disa import PRECISIONS
 from MMRegistrationLib.similarity.objectives import MIN_DESCRIPTOR_POINTS, WEIGHTINGS, descriptor_spacing
@@ -71,7 +71,7 @@ class DISARegistrationConfig(MethodConfig):
     similarity: str = option("disa", "disa (trained descriptors), mind (MIND-SSC), lc2 (slow reference) or mi "
                              "(SimpleITK Mattes MI)", choices=SIMILARITIES, advanced=False)
     weights: Optional[str] = option(None, "DISA weights file (default: the shipped Resources/DISA/disa_lc2.pt)",
-                                    kind=str, optional=True)
+                                    kind=str, optional=True, parse=existing_file)
     precision: str = option("auto", "precision of the network's forward pass (bfloat16: 3-4x faster on CPUs with "
                             "native bfloat16, descriptors within 7e-3; auto: bfloat16 where the device has it "
                             "natively)", choices=PRECISIONS)

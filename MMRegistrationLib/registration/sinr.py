@@ -229,7 +229,8 @@ class SurfaceTerms:
     def terms(self, u: torch.Tensor, config: SINRConfig) -> dict:
         """``u (K, J, I, 3)`` displacement on the velocity grid -> weighted ``{"dice", "sdm"}`` terms."""
         u_points = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity)  # (P, 3)
-        dice = soft_dice_loss(self.fixed_masks[None], self.moving_masks.at(u_points)[None], self.weights)[0]
+        dice = soft_dice_loss(self.fixed_masks[None], self.moving_masks.at(u_points)[None], self.weights,
+                              squared=True)[0]
         terms = {"dice": dice}
         if self.fixed_distances is not None:
             warped = self.moving_distances.at(u_points)

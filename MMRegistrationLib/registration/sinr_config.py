@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from MMRegistrationLib.core.errors import InputError
-from MMRegistrationLib.core.options import MethodConfig, option
+from MMRegistrationLib.core.options import MethodConfig, existing_file, option
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class SINRConfig(MethodConfig):
     weight_image: float = option(0.0, "weight of the optional DISA image term (learned LC2 of the fixed and warped "
                                  "moving images inside the box, relative to the surface terms); 0 = off",
                                  minimum=0.0, maximum=1e6)
-    image_weights: str = option("", "DISA weights file of the image term (default: the shipped network)")
+    image_weights: str = option("", "DISA weights file of the image term (default: the shipped network)",
+                                parse=existing_file)
 
 
 PRESETS = {

@@ -99,3 +99,47 @@ def rng():
 @pytest.fixture
 def grid_oblique() -> Grid:
     return oblique_grid()
+
+
+# ---- shared by the region (--roi) tests --------------------------------------------------------------------------
+REGION_USE = "test only: records the box it receives"
+
+
+@pytest.fixture
+def region_method():
+    """A method that uses a region (``region_use`` set), registered for one test; yields the regions it received."""
+    from MMRegistrationLib.registration import methods
+    from MMRegistrationLib.registration.base import RegistrationResult
+
+    received = []
+
+    def run(inputs, initial, config, context):
+        received.append(inputs.region)
+        return RegistrationResult(transform=initial, inverse=initial.inverse())
+
+    name = "roi-test"
+    assert name not in methods.METHODS
+    methods.register_method(methods.MethodSpec(name, run, False, "none", "test-only method", region_use=REGION_USE))
+    try:
+        yield received
+    finally:
+        methods.METHODS.pop(name, None)
+
+
+def markups_app_scene(slicer):
+    """A slicer-core scene with an application logic and the colors/markups module logics registered, as markups
+    storage and the markups logic need (see shared/SLICER_CORE_NOTES.md)."""
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(app_logic)
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    app_logic.SetModuleLogic("Colors", colors)
+    markups = slicer.vtkSlicerMarkupsLogic()
+    markups.SetMRMLScene(scene)
+    markups.SetMRMLApplicationLogic(app_logic)
+    app_logic.SetModuleLogic("Markups", markups)
+    scene._mmreg_keep = (app_logic, colors, markups)  # keep the logics alive with the scene
+    return scene

@@ -11,36 +11,17 @@ import numpy as np
 import pytest
 
 from analytic_case import write_case
+from conftest import REGION_USE
 from MMRegistrationLib.cli.main import main
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.registration import methods
-from MMRegistrationLib.registration.base import RegistrationResult
 from MMRegistrationLib.registration.pipeline import load_inputs, register_files, run_registration
 
-REGION_USE = "test only: records the box it receives"
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     return write_case(tmp_path_factory.mktemp("case"))
-
-
-@pytest.fixture
-def region_method():
-    """A method that uses a region (``region_use`` set), registered for one test; returns the regions it received."""
-    received = []
-
-    def run(inputs, initial, *context):  # run(inputs, initial, config/options, context...) of any method API
-        received.append(inputs.region)
-        return RegistrationResult(transform=initial, inverse=initial.inverse())
-
-    name = "roi-test"
-    assert name not in methods.METHODS
-    methods.register_method(methods.MethodSpec(name, run, False, "none", "test-only method", region_use=REGION_USE))
-    try:
-        yield received
-    finally:
-        methods.METHODS.pop(name, None)
 
 
 def _args(case: dict, out: Path, method: str, roi: str, **replace) -> list:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from conftest import expect_input_error, oblique_grid
+from conftest import expect_input_error, markups_app_scene, oblique_grid
 from MMRegistrationLib.core.box import OrientedBox
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
@@ -28,22 +28,9 @@ def _assert_same_box(a: OrientedBox, b: OrientedBox, atol=1e-6):
 # ---- Slicer markups ROI files, written by slicer-core ------------------------------------------------------------
 @pytest.fixture
 def markups_scene():
-    """A scene with the application, colour and markups logics markups storage needs (shared/SLICER_CORE_NOTES.md)."""
+    """A scene with the application, colour and markups logics markups storage needs."""
     slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
-    scene = slicer.vtkMRMLScene()
-    app_logic = slicer.vtkSlicerApplicationLogic()
-    app_logic.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(app_logic)
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app_logic.SetModuleLogic("Colors", colors)
-    markups = slicer.vtkSlicerMarkupsLogic()
-    markups.SetMRMLScene(scene)
-    markups.SetMRMLApplicationLogic(app_logic)
-    app_logic.SetModuleLogic("Markups", markups)
-    scene._mmreg_keep = (app_logic, colors, markups)
-    return scene
+    return markups_app_scene(slicer)
 
 
 def _roi_node(scene, angles_deg, center_ras, size, name="box"):

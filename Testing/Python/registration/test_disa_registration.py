@@ -368,3 +368,21 @@ def test_cli_register_disa_writes_a_fixed_to_moving_transform(small_offset, fixe
     assert main(["register", "--method", "disa", "--mode", "spline", "--fixed", paths[0], "--moving", paths[1],
                  "--out", str(tmp_path / "bad")]) == 2
     assert "--mode: unknown value 'spline'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_region_restricts_the_similarity_to_the_box(small_offset, small_result, sector, fixed_grid):
+    """``region`` (``--roi``): only fixed points inside the box count; the pose is still recovered from them; a box
+    outside the field of view is refused naming --roi."""
+    from MMRegistrationLib.core.box import OrientedBox
+
+    fixed, moving, truth = small_offset
+    pts = fixed_grid.world_points()[sector]
+    axes = np.linalg.qr(np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.2], [0.2, 0.0, 1.0]]))[0]
+    region = OrientedBox(pts.mean(0), axes, np.full(3, 30.0))
+    boxed = disa_register(fixed, moving, None, disa_config(similarity="mind"), region=region)
+    assert 0 < boxed.info["levels"][-1]["points"] < small_result.info["levels"][-1]["points"]
+    inside = pts[region.contains(pts)]
+    assert point_errors(boxed.transform, truth.map_points_np(inside), inside).mean() < 1.0
+    far = OrientedBox(pts.mean(0) + 500.0, np.eye(3), np.full(3, 10.0))
+    expect_input_error(lambda: disa_register(fixed, moving, None, disa_config(similarity="mind"), region=far),
+                       "--roi", "no fixed point")

@@ -123,3 +123,25 @@ def test_bad_preset_is_refused_before_any_work(tmp_path, capsys):
     assert code == 2 and "--preset: unknown preset 'turbo'" in err
     assert "rigid-mask level" not in err  # the initialiser did not start
     assert not (tmp_path / "out").exists()
+
+
+def test_a_region_confines_the_field_to_the_box(pair):
+    """``region`` (``--roi``): the field is 0 outside the box and the fit still moves the gland inside it."""
+    from MMRegistrationLib.core.box import OrientedBox
+
+    fixed, moving = pair
+    pts = gland_points(fixed)
+    centre = pts.mean(0)
+    axes = np.linalg.qr(np.array([[1.0, 0.2, 0.0], [0.0, 1.0, 0.3], [0.1, 0.0, 1.0]]))[0]
+    region = OrientedBox(centre, axes, np.full(3, 40.0))
+    result = sinr_register(fixed, moving, AffineTransform.identity(), sinr_config("fast", iterations=60), seed=0,
+                           region=region)
+    grid_points = fixed.grid.world_points().reshape(-1, 3)
+    outside = grid_points[~region.contains(grid_points)]
+    np.testing.assert_allclose(result.transform.map_points_np(outside), outside, atol=1e-9)
+    moved = result.transform.map_points_np(pts) - pts
+    assert np.linalg.norm(moved.mean(0) - SHIFT) < 1.0, moved.mean(0)
+    assert result.info["region"]["size_mm"] == pytest.approx([80.0, 80.0, 80.0])
+    with pytest.raises(InputError, match="--roi"):
+        sinr_register(fixed, moving, AffineTransform.identity(), sinr_config("fast"), region=OrientedBox(
+            centre + 300.0, np.eye(3), np.full(3, 40.0)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import markups_app_scene
+
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (the project's test command installs it)")
 
 
@@ -15,19 +17,5 @@ def scene():
 
 @pytest.fixture
 def app_scene():
-    """A scene with an application logic and the colors/markups module logics registered, as markups storage
-    and the markups logic need (see shared/SLICER_CORE_NOTES.md)."""
-    scene = slicer.vtkMRMLScene()
-    app_logic = slicer.vtkSlicerApplicationLogic()
-    app_logic.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(app_logic)
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app_logic.SetModuleLogic("Colors", colors)
-    markups = slicer.vtkSlicerMarkupsLogic()
-    markups.SetMRMLScene(scene)
-    markups.SetMRMLApplicationLogic(app_logic)
-    app_logic.SetModuleLogic("Markups", markups)
-    scene._mmreg_keep = (app_logic, colors, markups)  # keep the logics alive with the scene
-    return scene
+    """A scene with the application, colour and markups logics markups storage needs."""
+    return markups_app_scene(slicer)

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import vtk
 
-from MMRegistrationLib.registration import methods
-from MMRegistrationLib.registration.base import RegistrationResult
 from MMRegistrationLib.spatial import AffineTransform
 from MMRegistrationSlicerLib import bridge, scenarios
 from MMRegistrationSlicerLib.registration_logic import RegistrationLogic
@@ -17,24 +15,6 @@ from MMRegistrationSlicerLib.registration_logic import RegistrationLogic
 slicer = pytest.importorskip("slicer")
 
 QUICK = dict(device="cpu", propagate_segmentation=False, make_table=False, apply_to_moving=False)
-
-
-@pytest.fixture
-def region_method():
-    received = []
-
-    def run(inputs, initial, *context):  # run(inputs, initial, config/options, context...) of any method API
-        received.append(inputs.region)
-        return RegistrationResult(transform=initial, inverse=initial.inverse())
-
-    name = "roi-test"
-    assert name not in methods.METHODS
-    methods.register_method(methods.MethodSpec(name, run, False, "none", "test-only method",
-                                               region_use="test only: records the box"))
-    try:
-        yield received
-    finally:
-        methods.METHODS.pop(name, None)
 
 
 @pytest.fixture

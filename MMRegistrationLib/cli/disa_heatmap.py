@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.io.images import read_image, write_image
     from MMRegistrationLib.registration.disa_config import optional_float, parse_vector
-    from MMRegistrationLib.similarity.descriptors import MINDDescriptors
+    from MMRegistrationLib.similarity.descriptors import make_backend
     from MMRegistrationLib.similarity.heatmap import heatmap_peak, similarity_heatmap
 
     point = parse_vector(",".join(args.point), "--point")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from MMRegistrationLib.io.transforms import read_transform
 
         transform = read_transform(args.transform, "--transform")
-    backend = MINDDescriptors(device=device) if args.descriptors == "mind" else None
+    backend = make_backend(args.descriptors, args.weights, device)
     heat = similarity_heatmap(
         fixed, moving, point, transform=transform, descriptors=backend, weights=args.weights,
         spacing_mm=args.spacing_mm,

@@ -164,6 +164,15 @@ def _differences(field: torch.Tensor, spacing: tuple) -> list:
     ]
 
 
+def _derivatives(function: str, field, spacing, order: int) -> list:
+    """The checked field's forward-difference derivatives of ``order`` 1 (3 tensors) or 2 (9: every ordered pair of
+    axes, so mixed terms appear twice, as in the bending energy), per mm."""
+    _check_field(function, field, order + 1)
+    spacing = _check_spacing(function, spacing)
+    out = _differences(field, spacing)
+    return out if order == 1 else [second for d in out for second in _differences(d, spacing)]
+
+
 def total_variation(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """Per batch item, the mean absolute first derivative (per mm) of a ``(B, 3, D, H, W)`` field, summed over the
     three axes: ``sum_a mean_{c, voxels} |d u_c / d x_a|`` with forward differences.
@@ -172,11 +181,7 @@ def total_variation(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tenso
         field: ``(B, 3, D, H, W)``, ``D, H, W`` = ``k, j, i``, at least 2 voxels along each.
         spacing: ``(s_i, s_j, s_k)`` mm.
     """
-    name = "total_variation"
-    _check_field(name, field, 2)
-    spacing = _check_spacing(name, spacing)
-    dims = (1, 2, 3, 4)
-    return sum(d.abs().mean(dim=dims) for d in _differences(field, spacing))
+    return sum(d.abs().mean(dim=(1, 2, 3, 4)) for d in _derivatives("total_variation", field, spacing, 1))
 
 
 def bending_energy(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor:
@@ -188,12 +193,4 @@ def bending_energy(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor
         field: ``(B, 3, D, H, W)``, ``D, H, W`` = ``k, j, i``, at least 3 voxels along each.
         spacing: ``(s_i, s_j, s_k)`` mm.
     """
-    name = "bending_energy"
-    _check_field(name, field, 3)
-    spacing = _check_spacing(name, spacing)
-    dims = (1, 2, 3, 4)
-    total = 0.0
-    for d in _differences(field, spacing):
-        for second in _differences(d, spacing):
-            total = total + (second**2).mean(dim=dims)
-    return total
+    return sum((d**2).mean(dim=(1, 2, 3, 4)) for d in _derivatives("bending_energy", field, spacing, 2))

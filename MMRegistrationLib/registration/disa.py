@@ -78,7 +78,7 @@ from MMRegistrationLib.registration.global_search import best_poses, evaluate_in
 from MMRegistrationLib.registration.lbfgs import minimize_lbfgs
 from MMRegistrationLib.registration.mi_baseline import mi_register
 from MMRegistrationLib.registration.pose_models import PARAMETER_SCALE_MM, PoseModel, nearest_rotation, rigid_to_affine
-from MMRegistrationLib.similarity.descriptors import DescriptorBackend, MINDDescriptors, NetworkDescriptors
+from MMRegistrationLib.similarity.descriptors import DescriptorBackend, make_backend
 from MMRegistrationLib.similarity.disa import prepare_volume
 from MMRegistrationLib.similarity.objectives import LC2Objective, descriptor_objectives, keep_on_grid
 from MMRegistrationLib.spatial.affine import AffineTransform
@@ -127,14 +127,8 @@ def _check_images(fixed: Image, moving: Image, config: DISARegistrationConfig, f
 
 # ---- the registration -----------------------------------------------------------------------------------------
 def _backend(config: DISARegistrationConfig, descriptors: Optional[DescriptorBackend], device) -> DescriptorBackend:
-    if descriptors is not None:
-        return descriptors
-    if config.similarity == "mind":
-        return MINDDescriptors(device=device)
-    from MMRegistrationLib.networks.disa import load_disa
-
-    network, _ = load_disa(config.weights, device=device, argument="--weights")
-    return NetworkDescriptors(network, device=device, precision=config.precision)
+    return descriptors if descriptors is not None else make_backend(config.similarity, config.weights, device,
+                                                                      config.precision)
 
 
 def _levels(fixed: Image, moving: Image, config: DISARegistrationConfig, backend, fixed_keep_img, moving_keep_img,
@@ -236,16 +230,14 @@ def disa_register(
     """
     monitor = Monitor.wrap(progress, cancel)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    initial = initial if initial is not None else AffineTransform.identity()
-    a0 = np.array(initial.matrix, dtype=np.float64)
+    a0 = np.array((initial if initial is not None else AffineTransform.identity()).matrix, dtype=np.float64)
     times = {}
     t0 = time.perf_counter()
     _check_images(fixed, moving, config, fixed_mask, moving_mask, mask_arguments)
     fixed_keep = _with_region(_dilated(fixed_mask, config.mask_margin_mm) if fixed_mask is not None else None, region)
     moving_keep = _dilated(moving_mask, config.mask_margin_mm) if moving_mask is not None else None
-    spacing = working_spacing(fixed, config)
     if config.spacing_mm is None:
-        config = replace(config, spacing_mm=spacing)
+        config = replace(config, spacing_mm=working_spacing(fixed, config))
     if config.similarity == "mi":
         return mi_register(fixed, moving, a0, config, fixed_keep, moving_keep, seed, monitor, mask_arguments)
     backend = None if config.similarity == "lc2" else _backend(config, descriptors, device)
@@ -253,10 +245,39 @@ def disa_register(
     levels, times["descriptors"], prepared = _levels(fixed, moving, config, backend, fixed_keep, moving_keep, device)
     levels = _check_levels(levels, fixed_mask is not None, moving_mask is not None, mask_arguments, region is not None)
     finest = levels[-1]
-    w = finest.weights.detach().cpu()
-    centre = (finest.points.detach().cpu().to(torch.float64) * w[:, None]).sum(0).numpy() / float(w.sum())
+    centre = _weighted_centre(finest)
     times["setup"] = time.perf_counter() - t0 - times["descriptors"]
-    info: dict = {
+    info = _run_description(config, backend, centre, levels)
+    probe = None
+    if config.mode == "probe":
+        probe = infer_probe_geometry(prepared.mask, prepared.grid, config.probe_point, config.probe_direction)
+        info["probe_point_mm"], info["probe_direction"] = probe[0].tolist(), probe[1].tolist()
+
+    t1 = time.perf_counter()
+    candidates = _starting_poses(finest, PoseModel("rigid", centre, a0), config, seed, monitor, info)
+    times["search"] = time.perf_counter() - t1
+    monitor.report(0.1, "DISA: refining")
+    t2 = time.perf_counter()
+    model, params = _Refiner(levels, config, monitor).run(candidates, centre, a0, probe, info)
+    times["refine"] = time.perf_counter() - t2
+    matrix = _linear_outcome(finest, model, params, a0, centre, info)
+    t3 = time.perf_counter()
+    transform, inverse = _final_transforms(config, model, params, matrix, probe, finest, monitor, info)
+    if config.mode == "deformable":
+        times["deformable"] = time.perf_counter() - t3
+    info["seconds"] = dict(times)
+    monitor.report(1.0, "DISA: done")
+    return RegistrationResult(transform=transform, inverse=inverse, stage_seconds=times, info=info)
+
+
+def _weighted_centre(level) -> np.ndarray:
+    """The weighted centroid ``c`` (LPS mm) of a level's fixed points: the pose models' centre."""
+    w = level.weights.detach().cpu()
+    return (level.points.detach().cpu().to(torch.float64) * w[:, None]).sum(0).numpy() / float(w.sum())
+
+
+def _run_description(config: DISARegistrationConfig, backend, centre: np.ndarray, levels: list) -> dict:
+    return {
         "similarity": config.similarity,
         "descriptors": None if backend is None else backend.name,
         "mode": config.mode,
@@ -268,110 +289,115 @@ def disa_register(
         "config": asdict(config),
     }
 
-    probe = None
-    if config.mode == "probe":
-        probe = infer_probe_geometry(prepared.mask, prepared.grid, config.probe_point, config.probe_direction)
-        info["probe_point_mm"], info["probe_direction"] = probe[0].tolist(), probe[1].tolist()
-    rigid = PoseModel("rigid", centre, a0)
-    pose_model = PoseModel("probe", centre, a0, probe, config.probe_decay_mm) if config.mode == "probe" else rigid
 
-    # ---- starting poses
-    t1 = time.perf_counter()
+def _starting_poses(finest, rigid: PoseModel, config: DISARegistrationConfig, seed: int, monitor: Monitor,
+                    info: dict) -> list:
+    """The rigid parameter vectors ``(6,)`` to refine: the initial pose (local search) or the best of the seeded
+    global-search poses (at least :data:`SEPARATION_MM` apart). Records the search in ``info``."""
     zero = torch.zeros((1, 6), dtype=torch.float64)
     with torch.no_grad():
         start_overlap = float(finest.evaluate(rigid.map(zero, finest.points))[1][0])
     info["start_overlap"] = start_overlap
-    if config.search == "global":
-        lo, hi = translation_bounds(centre, a0, finest.moving_points, config.translation_range_mm)
-        poses = sample_poses(config.starts, config.rotation_range_deg, lo, hi, seed)
-        losses, overlaps = evaluate_in_batches(lambda p: finest.evaluate(rigid.map(p, finest.points)), poses,
-                                               finest.batch_size(), lambda: monitor.check("DISA global search"))
-        keep = best_poses(losses, overlaps, config.refine, config.min_overlap, poses, SEPARATION_MM, PARAMETER_SCALE_MM)
-        if keep.numel() == 0:
-            raise InputError("--min-overlap", f"none of the {len(poses)} global-search poses maps "
-                             f"{config.min_overlap:.0%} of the fixed points inside the moving image; start closer "
-                             "(--init, --initial-transform) or lower --min-overlap")
-        candidates = [poses[i] for i in keep.tolist()]
-        info["global_search"] = {
-            "starts": int(len(poses)),
-            "overlapping": int((overlaps >= config.min_overlap).sum()),
-            "best_start_loss": float(losses[keep[0]]),
-            "start_loss_of_initial": float(losses[0]),
-            "translation_bounds_mm": [lo.tolist(), hi.tolist()],
-        }
-    else:
+    if config.search != "global":
         if start_overlap <= 0.0:
             raise InputError("--init", "the fixed image's field of view does not overlap the moving image after "
                              "initialisation; start from --init com, an --initial-transform, or use --search global")
-        candidates = [zero[0]]
-    times["search"] = time.perf_counter() - t1
-    monitor.report(0.1, "DISA: refining")
+        return [zero[0]]
+    centre, a0 = rigid.centre.numpy(), rigid.initial.numpy()
+    lo, hi = translation_bounds(centre, a0, finest.moving_points, config.translation_range_mm)
+    poses = sample_poses(config.starts, config.rotation_range_deg, lo, hi, seed)
+    losses, overlaps = evaluate_in_batches(lambda p: finest.evaluate(rigid.map(p, finest.points)), poses,
+                                           finest.batch_size(), lambda: monitor.check("DISA global search"))
+    keep = best_poses(losses, overlaps, config.refine, config.min_overlap, poses, SEPARATION_MM, PARAMETER_SCALE_MM)
+    if keep.numel() == 0:
+        raise InputError("--min-overlap", f"none of the {len(poses)} global-search poses maps "
+                         f"{config.min_overlap:.0%} of the fixed points inside the moving image; start closer "
+                         "(--init, --initial-transform) or lower --min-overlap")
+    info["global_search"] = {
+        "starts": int(len(poses)),
+        "overlapping": int((overlaps >= config.min_overlap).sum()),
+        "best_start_loss": float(losses[keep[0]]),
+        "start_loss_of_initial": float(losses[0]),
+        "translation_bounds_mm": [lo.tolist(), hi.tolist()],
+    }
+    return [poses[i] for i in keep.tolist()]
 
-    # ---- local refinement, coarse to fine
-    t2 = time.perf_counter()
-    if pose_model.kind == "probe":
-        candidates = [torch.cat([c, torch.zeros(2, dtype=torch.float64)]) for c in candidates]
-    with_affine = config.mode == "affine" or (config.mode == "deformable" and config.deformable_after == "affine")
-    stages = [pose_model] + ([PoseModel("affine", centre, a0)] if with_affine else [])
-    evaluations = 0
-    history = []
-    total_steps = (len(candidates) + len(stages) - 1) * len(levels)
-    step = 0
 
-    def refine(start: torch.Tensor, model: PoseModel) -> tuple:
-        """One start through every level, coarse to fine: ``(params, finest loss, per-level losses)``."""
-        nonlocal evaluations, step
+class _Refiner:
+    """Local refinement of poses with L-BFGS through every level, coarse to fine (progress 0.1 -> 0.7)."""
+
+    def __init__(self, levels: list, config: DISARegistrationConfig, monitor: Monitor):
+        self.levels, self.config, self.monitor = levels, config, monitor
+        self.evaluations, self.step, self.total_steps = 0, 0, 1
+
+    def run(self, candidates: list, centre: np.ndarray, a0: np.ndarray, probe, info: dict) -> tuple:
+        """Every kept start is refined through all levels and the finest loss decides (a coarse level of a few
+        hundred descriptors may prefer a wrong basin that the finest level rejects); then the affine stage when the
+        mode has one. Returns ``(last pose model, its parameters)``; records the history in ``info``."""
+        config = self.config
+        first = PoseModel("probe", centre, a0, probe, config.probe_decay_mm) if config.mode == "probe" else \
+            PoseModel("rigid", centre, a0)
+        if first.kind == "probe":
+            candidates = [torch.cat([c, torch.zeros(2, dtype=torch.float64)]) for c in candidates]
+        with_affine = config.mode == "affine" or (config.mode == "deformable" and config.deformable_after == "affine")
+        stages = [first] + ([PoseModel("affine", centre, a0)] if with_affine else [])
+        self.total_steps = max((len(candidates) + len(stages) - 1) * len(self.levels), 1)
+        results = [self.refine(c, first) for c in candidates]
+        best = int(np.argmin([r[1] for r in results]))
+        params = results[best][0]
+        history = [{"stage": first.kind, "level_losses": results[best][2], "starts": len(results),
+                    "finest_losses": [r[1] for r in results], "chosen": best}]
+        for model in stages[1:]:
+            params, _, losses = self.refine(rigid_to_affine(params), model)
+            history.append({"stage": model.kind, "level_losses": losses, "starts": 1})
+        info.update({"history": history, "evaluations": self.evaluations})
+        return stages[-1], params
+
+    def refine(self, start: torch.Tensor, model: PoseModel) -> tuple:
+        """One start through every level: ``(params, finest loss, per-level losses)``."""
         p, losses = start, []
-        for li, level in enumerate(levels):
-            p, loss, count = minimize_lbfgs(p, lambda q, lv=level, md=model: lv.evaluate(md.map(q[None], lv.points))[0][0],
-                                            config.iterations, monitor, f"DISA {model.kind}")
+        for li, level in enumerate(self.levels):
+            p, loss, count = minimize_lbfgs(p, lambda q, lv=level: lv.evaluate(model.map(q[None], lv.points))[0][0],
+                                            self.config.iterations, self.monitor, f"DISA {model.kind}")
             p = model.project(p)
-            evaluations += count
+            self.evaluations += count
             losses.append(loss)
-            step += 1
-            monitor.report(0.1 + 0.6 * step / max(total_steps, 1), f"DISA {model.kind} level {li + 1}: loss {loss:.4f}")
+            self.step += 1
+            self.monitor.report(0.1 + 0.6 * self.step / self.total_steps,
+                                f"DISA {model.kind} level {li + 1}: loss {loss:.4f}")
         return p, losses[-1], losses
 
-    # every kept start is refined through all levels and the finest loss decides: a coarse level of a few hundred
-    # descriptors may prefer a wrong basin that the finest level rejects
-    results = [refine(c, pose_model) for c in candidates]
-    best = int(np.argmin([r[1] for r in results]))
-    params = results[best][0]
-    history.append({"stage": pose_model.kind, "level_losses": results[best][2], "starts": len(results),
-                    "finest_losses": [r[1] for r in results], "chosen": best})
-    for model in stages[1:]:
-        params, loss, losses = refine(rigid_to_affine(params), model)
-        history.append({"stage": model.kind, "level_losses": losses, "starts": 1})
-    times["refine"] = time.perf_counter() - t2
-    model = stages[-1]
+
+def _linear_outcome(finest, model: PoseModel, params: torch.Tensor, a0: np.ndarray, centre: np.ndarray,
+                    info: dict) -> np.ndarray:
+    """The fitted 4x4 matrix; its loss, overlap, rotation and translation go into ``info``."""
     with torch.no_grad():
         final_loss, final_overlap = (float(v[0]) for v in finest.evaluate(model.map(params[None], finest.points)))
-    info.update({"history": history, "evaluations": evaluations, "final_loss": final_loss,
-                 "final_overlap": final_overlap})
+    info.update({"final_loss": final_loss, "final_overlap": final_overlap})
     if final_overlap <= 0.0:
         raise MMRegError("DISA registration: the result maps no fixed point inside the moving image; try --search "
                          "global or a closer initial transform")
     matrix = model.matrix(params)
     info["matrix"] = matrix.tolist()
     local = np.linalg.inv(a0) @ matrix
-    info["rotation_deg"] = float(np.degrees(np.arccos(np.clip((np.trace(nearest_rotation(local[:3, :3])) - 1) / 2, -1, 1))))
+    cosine = (np.trace(nearest_rotation(local[:3, :3])) - 1) / 2
+    info["rotation_deg"] = float(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
     info["translation_mm"] = (local[:3, :3] @ centre + local[:3, 3] - centre).tolist()
+    return matrix
 
+
+def _final_transforms(config: DISARegistrationConfig, model: PoseModel, params: torch.Tensor, matrix: np.ndarray,
+                      probe, finest, monitor: Monitor, info: dict) -> tuple:
+    """``(fixed -> moving, moving -> fixed)`` of the mode: the matrix, the probe compression then the matrix, or
+    the velocity field fitted after the matrix."""
     if config.mode == "probe":
         amplitude, decay = (float(v[0]) for v in model.probe_parameters(params[None]))
         info["probe_amplitude_mm"], info["probe_decay_mm"] = amplitude, decay
         compression = ProbeCompression(probe[0], probe[1], amplitude, decay, "fixed", "fixed:probe")
         affine = AffineTransform(matrix, "fixed:probe", "moving")
-        transform = ComposedTransform([compression, affine])
-        inverse = ComposedTransform([affine.inverse(), compression.inverse()])
-    elif config.mode == "deformable":
-        t3 = time.perf_counter()
-        transform, inverse, deformable_info = fit_velocity_field(finest, matrix, config, monitor.stage(0.7, 1.0))
-        info["deformable"] = deformable_info
-        times["deformable"] = time.perf_counter() - t3
-    else:
-        transform = AffineTransform(matrix, "fixed", "moving")
-        inverse = transform.inverse()
-    info["seconds"] = dict(times)
-    monitor.report(1.0, "DISA: done")
-    return RegistrationResult(transform=transform, inverse=inverse, stage_seconds=times, info=info)
+        return ComposedTransform([compression, affine]), ComposedTransform([affine.inverse(), compression.inverse()])
+    if config.mode == "deformable":
+        transform, inverse, info["deformable"] = fit_velocity_field(finest, matrix, config, monitor.stage(0.7, 1.0))
+        return transform, inverse
+    transform = AffineTransform(matrix, "fixed", "moving")
+    return transform, transform.inverse()

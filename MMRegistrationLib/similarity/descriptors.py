@@ -138,6 +138,24 @@ class MINDDescriptors(DescriptorBackend):
 
 
 # ---- pyramid ------------------------------------------------------------------------------------------------
+def make_backend(similarity: str, weights=None, device=None, precision: str = "auto",
+                 argument: str = "--weights") -> DescriptorBackend:
+    """The one place a descriptor backend is built: ``disa`` (the network from ``weights``, None = the shipped
+    ``Resources/DISA/disa_lc2.pt``, forward pass in ``precision``) or ``mind`` (MIND-SSC), on ``device``.
+
+    Raises:
+        InputError: an unknown similarity, or missing/damaged weights (named ``argument``).
+    """
+    if similarity == "mind":
+        return MINDDescriptors(device=device)
+    if similarity != "disa":
+        raise InputError("--similarity", f"'{similarity}' has no descriptors; choose disa or mind")
+    from MMRegistrationLib.networks.disa import load_disa
+
+    network, _ = load_disa(weights, device=device, argument=argument)
+    return NetworkDescriptors(network, device=device, precision=precision)
+
+
 def halve(volume: DescriptorVolume) -> DescriptorVolume:
     """One coarser level: ``[1, 2, 1]^3 / 64`` blur (edges replicated), keep the even indices.
 

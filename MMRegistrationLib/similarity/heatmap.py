@@ -19,7 +19,7 @@ import torch
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.similarity.descriptors import DescriptorBackend, NetworkDescriptors
+from MMRegistrationLib.similarity.descriptors import DescriptorBackend, make_backend
 from MMRegistrationLib.similarity.disa import DEFAULT_SPACING_MM, prepare_volume
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.sampling import sample_at_world
@@ -38,6 +38,7 @@ def similarity_heatmap(
     upsample: bool = False,
     device=None,
     point_argument: str = "point_lps",
+    precision: str = "auto",
 ) -> Image:
     """Similarity of the fixed descriptor at ``point_lps`` to every moving descriptor (module docstring).
 
@@ -53,6 +54,7 @@ def similarity_heatmap(
         upsample: without ``transform``, return the heatmap trilinearly resampled onto the moving working grid
             instead of the (4x coarser for DISA) moving descriptor grid.
         point_argument: the argument name used in errors about the point (``--point`` from the CLI).
+        precision: forward pass of the default network (``auto``, ``float32``, ``bfloat16``).
 
     Returns:
         float32 :class:`Image` on the moving descriptor grid, the moving working grid (``upsample``) or the fixed
@@ -68,10 +70,7 @@ def similarity_heatmap(
     if point.shape != (3,) or not np.all(np.isfinite(point)):
         raise InputError(point_argument, f"expected three finite numbers x,y,z (LPS mm), got {point_lps!r}")
     if descriptors is None:
-        from MMRegistrationLib.networks.disa import load_disa
-
-        network, _ = load_disa(weights, device=device or "cpu", argument="--weights")
-        descriptors = NetworkDescriptors(network, device=device)
+        descriptors = make_backend("disa", weights, device or "cpu", precision)
     fp = prepare_volume(fixed_image, spacing_mm, fixed_fov_threshold, "--fixed")
     mp = prepare_volume(moving_image, spacing_mm, moving_fov_threshold, "--moving")
     index = fp.grid.world_to_index(point)

@@ -223,11 +223,9 @@ def disa_image_term(fixed: Image, moving: Image, region: Grid, spacing_mm: Optio
     Raises:
         InputError: bad images or weights, or no descriptor of the fixed field of view inside ``region``.
     """
-    from MMRegistrationLib.networks.disa import load_disa
-    from MMRegistrationLib.similarity.descriptors import NetworkDescriptors
+    from MMRegistrationLib.similarity.descriptors import make_backend
 
-    network, _ = load_disa(weights, device=device, argument="--image-weights")
-    backend = NetworkDescriptors(network, device=device, precision=precision)
+    backend = make_backend("disa", weights, device, precision, argument="--image-weights")
     region_mask = Image(np.ones(region.shape, dtype=np.float32), region)
     if spacing_mm is None:
         inside = keep_on_grid(region_mask, fixed.grid)

@@ -28,6 +28,8 @@ OPTIONS = {  # parameter -> engine option of the method; a negative value (shown
     "rotationRange": "rotation_range_deg", "translationRange": "translation_range_mm", "minOverlap": "min_overlap",
     "maskMargin": "mask_margin_mm", "gridSpacing": "grid_spacing_mm", "weightBending": "weight_bending",
     "deformableIterations": "deformable_iterations"}
+EXPLICIT_OPTIONS = {  # parameter -> engine option passed on its own (no "default" value; the weights file if given)
+    "mode": "mode", "search": "search", "similarity": "similarity", "mask": "mask", "weightsFile": "weights"}
 
 
 class DISASimilarity(ScriptedLoadableModule):
@@ -63,15 +65,15 @@ class DISASimilarityParameterNode:
     initialization: Annotated[str, Choice(["default", "none", "com", "rigid-mask", "auto"])] = "default"
     iterations: Annotated[int, WithinRange(-1, 10000)] = -1
     levels: Annotated[int, WithinRange(-1, 6)] = -1
-    spacing: Annotated[float, WithinRange(-1.0, 10.0), Decimals(2)] = -1.0
+    spacing: Annotated[float, WithinRange(-1.0, 20.0), Decimals(2)] = -1.0
     starts: Annotated[int, WithinRange(-1, 100000)] = -1
     refine: Annotated[int, WithinRange(-1, 100)] = -1
     rotationRange: Annotated[float, WithinRange(-1.0, 180.0), Decimals(1)] = -1.0
-    translationRange: Annotated[float, WithinRange(-1.0, 500.0), Decimals(1)] = -1.0
+    translationRange: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(1)] = -1.0
     minOverlap: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2)] = -1.0
     maskMargin: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
-    gridSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(1)] = -1.0
-    weightBending: Annotated[float, WithinRange(-1.0, 1000000.0), Decimals(1)] = -1.0
+    gridSpacing: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
+    weightBending: Annotated[float, WithinRange(-1.0, 1e9), Decimals(1)] = -1.0
     deformableIterations: Annotated[int, WithinRange(-1, 10000)] = -1
     weightsFile: str = ""
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
@@ -110,6 +112,12 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, 
         self.ui.heatmapButton.connect("clicked(bool)", self.onHeatmapButton)
         self.ui.describeButton.connect("clicked(bool)", self.onDescribeButton)
         self.ui.heatmapPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onHeatmapPointChanged)
+        try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
+            from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
+
+            apply_option_metadata(self.ui, METHOD, {**OPTIONS, **EXPLICIT_OPTIONS}, sentinel=-1)
+        except ImportError:  # the engine's dependencies are not installed yet: the .ui's labels only
+            logging.info("DISA Similarity: option help unavailable until the dependencies are installed")
         self.initializeParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -184,7 +192,6 @@ class DISASimilarityWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, 
             self.ui.statusLabel.text = heatmap_summary(result)
             slicer.util.setSliceViewerLayers(background=p.movingVolume, foreground=result.volume,
                                              foregroundOpacity=0.5)
-
 
     def onDescribeButton(self) -> None:
         from MMRegistrationSlicerLib.disa_logic import descriptor_summary

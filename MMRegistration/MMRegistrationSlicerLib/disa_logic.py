@@ -57,21 +57,15 @@ class DescriptorCache:
         self._entries.clear()
         self._backends.clear()
 
-    def backend(self, similarity: str, weights: Optional[str], device):
+    def backend(self, similarity: str, weights: Optional[str], device, precision: str = "auto"):
         """The caching descriptor backend for ``similarity`` (``disa``: the network from ``weights``, None = the
-        shipped weights; ``mind``: MIND-SSC) on ``device``; the network is loaded once."""
-        key = (similarity, weights, str(device))
+        shipped weights, forward pass in ``precision``; ``mind``: MIND-SSC) on ``device``, built by the engine's
+        ``make_backend``; the network is loaded once."""
+        key = (similarity, weights, str(device), precision)
         if key not in self._backends:
-            from MMRegistrationLib.similarity.descriptors import MINDDescriptors, NetworkDescriptors
+            from MMRegistrationLib.similarity.descriptors import make_backend
 
-            if similarity == "mind":
-                inner = MINDDescriptors(device=device)
-            else:
-                from MMRegistrationLib.networks.disa import load_disa
-
-                network, _ = load_disa(weights, device=device, argument="--weights")
-                inner = NetworkDescriptors(network, device=device)
-            self._backends[key] = _cached_backend(inner, self, key)
+            self._backends[key] = _cached_backend(make_backend(similarity, weights, device, precision), self, key)
         return self._backends[key]
 
     def lookup(self, backend_key: tuple, volume, compute):
@@ -191,6 +185,7 @@ class DISALogic:
         propagate_segmentation: bool = False,
         progress=None,
         cancel=None,
+        roi=None,
     ):
         """Register ``moving_volume`` (e.g. MR) onto ``fixed_volume`` (e.g. TRUS) with the engine's ``disa`` method.
 
@@ -203,6 +198,9 @@ class DISALogic:
             options: further engine options (``iterations``, ``spacing_mm``, ``starts``, ``weights`` ...).
             init: initialiser (default: ``com`` with segmentations, else ``none``).
             fixed_landmarks, moving_landmarks: optional point lists for the TRE in the metrics table.
+            roi: optional markups ROI node (world coordinates): the similarity is counted only at fixed points
+                inside the box (with ``mask`` fixed/both: inside both); a ValueError naming it when it selects no
+                fixed voxel.
             The outputs and callbacks are those of ``RegistrationLogic.process`` (a cancelled run adds no node).
 
         Returns:
@@ -222,7 +220,7 @@ class DISALogic:
             apply_to_moving=apply_to_moving, inverse_transform=inverse_transform, make_inverse=make_inverse,
             warped_volume=warped_volume, make_warped_volume=make_warped_volume,
             propagate_segmentation=propagate_segmentation, table=table, make_table=make_table, progress=progress,
-            cancel=cancel)
+            cancel=cancel, roi=roi)
 
     # ---- shared by descriptors and heatmaps ------------------------------------------------------------
     @staticmethod
@@ -247,7 +245,8 @@ class DISALogic:
         torch_device = resolve_device(device, "--device")
         config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
                                         fixed_fov_threshold=fixed_fov_threshold)
-        return self.cache.backend(similarity, weights, torch_device), working_spacing(fixed, config), torch_device
+        backend = self.cache.backend(similarity, weights, torch_device, config.precision)
+        return backend, working_spacing(fixed, config), torch_device
 
     # ---- descriptors -----------------------------------------------------------------------------------
     def describe(

@@ -58,7 +58,9 @@ def bound_widgets(ui) -> dict:
 def widget_range(spec, sentinel: Optional[float] = None) -> tuple:
     """``(minimum, maximum)`` a numeric widget should allow for ``spec`` (None = leave as is): the sentinel, else the
     option's minimum (one step above it when exclusive for an integer); the option's maximum. Integers are clamped to
-    what a QSpinBox holds."""
+    what a QSpinBox holds; ``(None, None)`` for an option that is not a number."""
+    if spec.kind not in (int, float):
+        return None, None
     low, high = spec.minimum, spec.maximum
     if sentinel is not None:
         low = sentinel

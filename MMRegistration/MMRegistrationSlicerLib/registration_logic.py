@@ -1,6 +1,6 @@
-"""GUI-free logic shared by the registration modules (SINR Registration; DISA and RSO later): MRML nodes in, the
-engine's ``run_registration`` for one method, MRML nodes out. The scene is passed explicitly, so it runs inside
-Slicer and on the PyPI ``slicer-core`` (where the tests exercise it).
+"""GUI-free logic shared by the registration modules (SINR Registration, DISA Similarity; RSO later): MRML nodes
+in, the engine's ``run_registration`` for one method, MRML nodes out. The scene is passed explicitly, so it runs
+inside Slicer and on the PyPI ``slicer-core`` (where the tests exercise it).
 
 Geometry (all conversions in :mod:`MMRegistrationSlicerLib.bridge`):
 
@@ -31,7 +31,7 @@ from typing import Optional
 from MMRegistrationSlicerLib import bridge
 from MMRegistrationSlicerLib.evaluation_logic import RegistrationEvaluationLogic, match_segments_by_name
 
-METHOD_LABELS = {"sinr": "SINR", "rigid-mask": "rigid", "com": "centre of mass", "none": "initial"}
+METHOD_LABELS = {"sinr": "SINR", "disa": "DISA", "rigid-mask": "rigid", "com": "centre of mass", "none": "initial"}
 """Engine method name -> the short label used in messages and output node names."""
 
 _ARGUMENT_NAMES = {  # the engine's CLI argument names -> what the Slicer modules call them

@@ -35,6 +35,7 @@ OPTIONS = {  # parameter -> engine option of the method; a negative value (shown
     "weightTV": "weight_tv", "weightMSE": "weight_mse", "contextWeight": "context_weight",
     "weightSDM": "weight_sdm", "outputSpacing": "output_spacing_mm", "weightImage": "weight_image",
 }
+EXPLICIT_OPTIONS = {"preset": "preset"}  # parameter -> engine option passed as it is (no "preset" value)
 
 
 class SINRRegistration(ScriptedLoadableModule):
@@ -71,18 +72,18 @@ class SINRRegistrationParameterNode:
     outputTable: vtkMRMLTableNode
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
     initialization: Annotated[str, Choice(["default", "auto", "rigid-mask", "com", "none"])] = "default"
-    iterations: Annotated[int, WithinRange(-1, 10000)] = -1
+    iterations: Annotated[int, WithinRange(-1, 100000)] = -1
     learningRate: Annotated[float, WithinRange(-1.0, 1.0), Decimals(5)] = -1.0
     velocitySpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
     lossSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
-    margin: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
-    weightBending: Annotated[float, WithinRange(-1.0, 100000.0), Decimals(3)] = -1.0
-    weightTV: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(5)] = -1.0
-    weightMSE: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(6)] = -1.0
-    contextWeight: Annotated[float, WithinRange(-1.0, 10.0), Decimals(3)] = -1.0
-    weightSDM: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(3)] = -1.0
-    outputSpacing: Annotated[float, WithinRange(-1.0, 20.0), Decimals(2)] = -1.0
-    weightImage: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(3)] = -1.0
+    margin: Annotated[float, WithinRange(-1.0, 200.0), Decimals(1)] = -1.0
+    weightBending: Annotated[float, WithinRange(-1.0, 1e9), Decimals(3)] = -1.0
+    weightTV: Annotated[float, WithinRange(-1.0, 1e6), Decimals(5)] = -1.0
+    weightMSE: Annotated[float, WithinRange(-1.0, 1e6), Decimals(6)] = -1.0
+    contextWeight: Annotated[float, WithinRange(-1.0, 100.0), Decimals(3)] = -1.0
+    weightSDM: Annotated[float, WithinRange(-1.0, 1e6), Decimals(3)] = -1.0
+    outputSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
+    weightImage: Annotated[float, WithinRange(-1.0, 1e6), Decimals(3)] = -1.0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
@@ -106,6 +107,12 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
         self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
+            from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
+
+            apply_option_metadata(self.ui, METHOD, {**OPTIONS, **EXPLICIT_OPTIONS}, sentinel=-1)
+        except ImportError:  # the engine's dependencies are not installed yet: the .ui's labels only
+            logging.info("SINR Registration: option help unavailable until the dependencies are installed")
         self.initializeParameterNode()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
@@ -163,7 +170,8 @@ class SINRRegistrationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def options(p) -> dict:
         """The engine's SINR options from the parameter node (negative = the preset's value)."""
-        return {"preset": p.preset, **{key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}}
+        return {**{key: getattr(p, name) for name, key in EXPLICIT_OPTIONS.items()},
+                **{key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}}
 
     def process(self, p, segmentMapping=None, progress=None, cancel=None):
         """Register with the parameter node's inputs and options; raises ValueError on bad input. Returns the

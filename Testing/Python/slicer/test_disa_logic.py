@@ -92,6 +92,30 @@ def test_deformable_and_masked_runs_give_a_grid_transform_and_segment_metrics(sc
     assert case["moving_seg"].GetTransformNodeID() == outcome.transform.GetID()
 
 
+def test_an_roi_reaches_the_engine_and_a_bad_one_is_refused(scene, case):
+    """``register(..., roi=...)`` passes a markups ROI to the engine's DISA (recorded with its use); an ROI outside
+    the fixed volume is a ValueError naming it, before any work, adding no node."""
+    from MMRegistrationLib.registration.methods import get_method
+
+    bounds = np.zeros(6)
+    case["fixed"].GetRASBounds(bounds)
+    centre = (bounds[0::2] + bounds[1::2]) / 2
+    logic, count = DISALogic(scene), scene.GetNumberOfNodes()
+    far = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "far box")
+    far.SetCenter(*(centre + [500.0, 0.0, 0.0]))
+    far.SetSize(10.0, 10.0, 10.0)
+    with pytest.raises(ValueError, match="ROI 'far box'") as err:
+        logic.register(case["fixed"], case["moving"], roi=far, device="cpu")
+    assert "--" not in str(err.value) and scene.GetNumberOfNodes() == count + 1, err.value
+    box = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    box.SetCenter(*centre)
+    box.SetSize(60.0, 50.0, 40.0)
+    outcome = logic.register(case["fixed"], case["moving"], roi=box, options={"iterations": 2, "levels": 1},
+                             device="cpu", apply_to_moving=False, make_table=False)
+    assert outcome.record["region"]["use"] == get_method("disa").region_use, outcome.record.get("region")
+    np.testing.assert_allclose(outcome.record["region"]["size"], [60.0, 50.0, 40.0], atol=1e-9)
+
+
 def test_bad_input_is_a_clear_value_error_and_adds_no_node(scene, case):
     logic = DISALogic(scene)
     fixed, moving = case["fixed"], case["moving"]

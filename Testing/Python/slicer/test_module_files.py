@@ -1,6 +1,7 @@
 """Static checks of the scripted modules (they need Qt, so they cannot be imported here): every .ui widget
 bound to a parameter names a real parameter-node field, every field is bound, resources exist, modules stay thin,
-and CMake builds every module."""
+CMake builds every module, and the option parameters follow the engine's option metadata (ranges, choices,
+defaults, tooltips applied by ``MMRegistrationSlicerLib.option_widgets``)."""
 
 from __future__ import annotations
 
@@ -34,18 +35,6 @@ def _ui_parameter_names(ui_file) -> set:
             if prop.get("name") == "SlicerParameterName":
                 names.add(prop.find("string").text)
     return names
-
-
-def _parameter_choices(module_file) -> dict:
-    """Field -> the list given to ``Choice([...])`` in its ``Annotated[...]`` type."""
-    tree = ast.parse(module_file.read_text(encoding="utf-8"))
-    choices = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            for call in ast.walk(node.annotation):
-                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Choice":
-                    choices[node.target.id] = ast.literal_eval(call.args[0])
-    return choices
 
 
 def _module_constant(module_file, name: str):
@@ -117,91 +106,309 @@ def test_module_title_category_and_widgets(module):
     assert combos <= receivers, f"node selectors without the scene: {combos - receivers}"
 
 
-def test_sinr_module_parameters_match_the_engine():
-    """The module's option parameters name real options of the engine's "sinr" method, the preset and
-    initialisation choices are the engine's, and bound widgets are the types the parameter wrapper connects."""
-    from MMRegistrationLib.registration.methods import get_method
-    from MMRegistrationLib.registration.pipeline import INITS
-    from MMRegistrationLib.registration.sinr import PRESETS
+# ---- the option parameters follow the engine's option metadata ---------------------------------------------------
+NOT_IN_OPTIONS = {
+    # Every engine option of the module's method that its OPTIONS map (the advanced spin boxes, -1 = the preset's or
+    # engine's value) does not map, and every option with advanced=False, with the reason. Adding an option to the
+    # engine fails test_module_parameters_follow_the_engine_metadata until it is mapped or listed here.
+    "SINRRegistration": {
+        "preset": "main choice (advanced=False): its own combo box, EXPLICIT_OPTIONS; Choice = the engine's presets",
+        "mask_smoothing_mm": "fine tuning of the surface losses; the preset's value (CLI: --mask-smoothing-mm)",
+        "band_mm": "fine tuning of the surface losses; the preset's value",
+        "sdm_clip_mm": "fine tuning of the signed distance loss; the preset's value",
+        "patience": "stopping rule; the preset's value",
+        "min_improvement": "stopping rule; the preset's value",
+        "num_frequencies": "network architecture: the presets' business",
+        "frequency_scale": "network architecture: the presets' business",
+        "hidden": "network architecture: the presets' business",
+        "depth": "network architecture: the presets' business",
+        "velocity_scale_mm": "network output scaling: the presets' business",
+        "squaring_steps": "scaling-and-squaring detail; the preset's value",
+        "image_weights": "the image term uses the shipped DISA weights in the module",
+    },
+    "DISASimilarity": {
+        "mode": "main choice (advanced=False): its own combo box, passed as DISALogic.register(mode=...)",
+        "search": "main choice (advanced=False): its own combo box, passed as DISALogic.register(search=...)",
+        "similarity": "main choice (advanced=False): its own combo box, passed as DISALogic.register(similarity=...)",
+        "mask": "main choice (advanced=False): its own combo box, passed as DISALogic.register(mask=...)",
+        "weights": "a file path: the weightsFile line edit (EXPLICIT_OPTIONS; empty = the shipped weights)",
+        "precision": "automatic in the module (bfloat16 where the device has it)",
+        "weighting": "the engine's default (variance) in the module",
+        "fixed_fov_threshold": "the engine's default (0: the ultrasound sector)",
+        "moving_fov_threshold": "the engine's default (every voxel)",
+        "probe_point": "probe geometry: inferred from the ultrasound sector in the module",
+        "probe_direction": "probe geometry: inferred from the ultrasound sector in the module",
+        "probe_decay_mm": "probe model detail; the engine's default (fitted anyway)",
+        "deformable_after": "the engine's default (affine) in the module",
+        "squaring_steps": "deformable detail; the engine's default",
+        "output_spacing_mm": "deformable detail; the engine's default",
+    },
+}
+ENGINE_MODULES = sorted(NOT_IN_OPTIONS)
+SPECIAL_VALUE_TEXT = {"SINRRegistration": "preset", "DISASimilarity": "default"}
+"""What the .ui shows for the -1 sentinel of the OPTIONS spin boxes (``specialValueText``)."""
+SENTINEL = -1
+NON_ENGINE_CHOICES = {"initialization", "device"}
+"""``Choice`` parameters that are not engine options of the method (checked against the pipeline below)."""
+WIDGET_CLASSES = {int: {"QSpinBox"}, float: {"QDoubleSpinBox"}, bool: {"QCheckBox"}, str: {"QLineEdit"}}
+"""Parameter type -> widget classes the parameter node wrapper connects to it (``Choice``: QComboBox; MRML nodes:
+qMRMLNodeComboBox)."""
 
-    module_file = MODULES_DIR / "SINRRegistration" / "SINRRegistration.py"
-    assert _module_constant(module_file, "METHOD") == "sinr"
-    options = _module_constant(module_file, "OPTIONS")
-    engine_options = {o.name for o in get_method("sinr").options}
-    assert set(options.values()) <= engine_options, set(options.values()) - engine_options
-    assert set(options) <= _parameter_fields(module_file)
-    choices = _parameter_choices(module_file)
-    assert choices["preset"] == list(PRESETS)
-    assert set(choices["initialization"]) == {"default", *INITS}
-    assert choices["device"][0] == "auto"
-    ui_file = MODULES_DIR / "SINRRegistration" / "Resources" / "UI" / "SINRRegistration.ui"
-    root = ET.parse(ui_file).getroot()
-    bound = {w.find("property[@name='SlicerParameterName']/string").text: w.get("class")
-             for w in root.iter("widget") if w.find("property[@name='SlicerParameterName']") is not None}
-    for name in options:  # "preset" at the minimum: a negative value keeps the preset's
-        assert bound[name] in ("QSpinBox", "QDoubleSpinBox"), (name, bound[name])
-    assert {bound[name] for name in choices} == {"QComboBox"}
-    assert bound["applyToMoving"] == "QCheckBox"
 
-
-def _parameter_defaults(module_file) -> dict:
-    """Field -> literal default value of the @parameterNodeWrapper class (fields without a literal default left out)."""
+def _parameters(module_file) -> dict:
+    """Field -> ``{"type": name, "range": (lo, hi) | None, "decimals": int | None, "choices": list | None,
+    "default": literal | None}`` of the @parameterNodeWrapper class."""
     tree = ast.parse(module_file.read_text(encoding="utf-8"))
-    defaults = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            try:
-                defaults[node.target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return defaults
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and any(
+        getattr(d, "id", None) == "parameterNodeWrapper" for d in n.decorator_list))
+    out = {}
+    for node in cls.body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        info = {"type": None, "range": None, "decimals": None, "choices": None, "default": None}
+        annotation = node.annotation
+        if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", None) == "Annotated":
+            base, *extras = annotation.slice.elts
+            info["type"] = base.id
+            for call in extras:
+                name, args = call.func.id, [ast.literal_eval(a) for a in call.args]
+                if name == "WithinRange":
+                    info["range"] = tuple(args)
+                elif name == "Decimals":
+                    info["decimals"] = args[0]
+                elif name == "Choice":
+                    info["choices"] = args[0]
+        else:
+            info["type"] = annotation.id
+        if node.value is not None:
+            info["default"] = ast.literal_eval(node.value)
+        out[node.target.id] = info
+    return out
 
 
-def test_disa_module_parameters_match_the_engine():
-    """The module's advanced parameters name real options of the engine's "disa" method (negative = the engine's
-    default, shown as 'default' at the spin box minimum); the mode/search/similarity/mask choices are the engine's,
-    in its order, with its defaults; the initialisation choices are the pipeline's; widgets are the types the
-    parameter wrapper connects; the logic passes the choices as the engine's arguments of the same names."""
-    import dataclasses
+def _ui_bound_widgets(ui_file) -> dict:
+    """Parameter -> ``(widget class, {property: text})`` of every widget bound to a parameter."""
+    out = {}
+    for widget in ET.parse(ui_file).getroot().iter("widget"):
+        name = widget.find("property[@name='SlicerParameterName']/string")
+        if name is not None:
+            props = {p.get("name"): (p[0].text if len(p) else None) for p in widget.findall("property")}
+            out[name.text] = (widget.get("class"), props)
+    return out
 
-    from MMRegistrationLib.registration import disa
+
+def _module_files(module):
+    folder = MODULES_DIR / module
+    return folder / f"{module}.py", folder / "Resources" / "UI" / f"{module}.ui"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_bound_widgets_are_the_kind_the_parameter_wrapper_connects(module):
+    module_file, ui_file = _module_files(module)
+    parameters, bound = _parameters(module_file), _ui_bound_widgets(ui_file)
+    for name, (widget_class, _) in bound.items():
+        info = parameters[name]
+        if info["choices"] is not None:
+            expected = {"QComboBox"}
+        elif info["type"].startswith("vtkMRML"):
+            expected = {"qMRMLNodeComboBox"}
+        else:
+            expected = WIDGET_CLASSES[{"int": int, "float": float, "bool": bool, "str": str}[info["type"]]]
+        assert widget_class in expected, (name, info["type"], widget_class)
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_module_parameters_follow_the_engine_metadata(module):
+    """Parameter node, .ui and the method's configuration dataclass agree: OPTIONS and EXPLICIT_OPTIONS map bound
+    parameters to options of the module's method; every option neither maps is in NOT_IN_OPTIONS (and nothing else
+    is); each spin box's WithinRange lies within the option's range (lower bound: the -1 sentinel, shown as the
+    special value text, of an option that has no negative values, or the option's minimum), its type and Decimals
+    hold the option's values; each Choice is the option's choices (or a pipeline choice); each default is the
+    sentinel or the dataclass default; and the .ui carries no copy of the help the metadata gives as tooltip."""
     from MMRegistrationLib.registration.methods import get_method
     from MMRegistrationLib.registration.pipeline import INITS
 
-    module_file = MODULES_DIR / "DISASimilarity" / "DISASimilarity.py"
-    assert _module_constant(module_file, "METHOD") == "disa"
-    options = _module_constant(module_file, "OPTIONS")
-    engine_options = {o.name for o in get_method("disa").options}
-    assert set(options.values()) <= engine_options, set(options.values()) - engine_options
-    fields = _parameter_fields(module_file)
-    assert set(options) <= fields
-    choices, defaults = _parameter_choices(module_file), _parameter_defaults(module_file)
-    engine_defaults = {f.name: f.default for f in dataclasses.fields(disa.DISARegistrationConfig)}
-    for name, engine_choices in (("mode", disa.MODES), ("search", disa.SEARCHES), ("similarity", disa.SIMILARITIES),
-                                 ("mask", disa.MASKS)):
-        assert choices[name] == list(engine_choices), name
-        assert defaults[name] == engine_defaults[name], name
-        assert name in engine_options
+    module_file, ui_file = _module_files(module)
+    method = _module_constant(module_file, "METHOD")
+    options, explicit = _module_constant(module_file, "OPTIONS"), _module_constant(module_file, "EXPLICIT_OPTIONS")
+    spec = get_method(method)
+    specs = {s.name: s for s in spec.options}
+    parameters, bound = _parameters(module_file), _ui_bound_widgets(ui_file)
+    mapped = {**options, **explicit}
+
+    assert not set(options) & set(explicit), set(options) & set(explicit)
+    assert set(mapped) <= set(parameters), f"not parameter-node fields: {set(mapped) - set(parameters)}"
+    assert set(mapped) <= set(bound), f"not bound in the .ui: {set(mapped) - set(bound)}"
+    assert set(mapped.values()) <= set(specs), f"not options of '{method}': {set(mapped.values()) - set(specs)}"
+    assert len(set(mapped.values())) == len(mapped), "an engine option is mapped twice"
+    must_list = {n for n, s in specs.items() if not s.advanced} | (set(specs) - set(options.values()))
+    listed = set(NOT_IN_OPTIONS[module])
+    assert listed == must_list, (f"decide about (map in OPTIONS or list in NOT_IN_OPTIONS): {must_list - listed}; "
+                                 f"stale in NOT_IN_OPTIONS: {listed - must_list}")
+
+    for name, option in options.items():  # the advanced spin boxes
+        s, info = specs[option], parameters[name]
+        props = bound[name][1]
+        assert s.kind in (int, float) and info["type"] == s.kind.__name__, (name, info["type"], s.kind)
+        assert info["range"] is not None, f"{name}: no WithinRange"
+        low, high = info["range"]
+        assert s.maximum is None or high <= s.maximum, (name, high, s.maximum)
+        if low == SENTINEL:  # -1 = not given: only unambiguous when the option has no negative values
+            assert s.minimum is not None and s.minimum >= 0, (name, s.minimum)
+            assert props.get("specialValueText") == SPECIAL_VALUE_TEXT[module], (name, props.get("specialValueText"))
+        else:
+            assert low == s.minimum, (name, low, s.minimum)
+        assert info["default"] == SENTINEL or info["default"] == s.default, (name, info["default"], s.default)
+        values = [s.default] + [p[option] for p in spec.presets.values() if option in p]
+        assert all(low <= v <= high for v in values if v is not None), (name, (low, high), values)  # reachable
+        if s.kind is float and info["decimals"] is not None:  # the spin box shows the option's values exactly
+            for value in (v for v in values if v is not None):
+                assert abs(round(value, info["decimals"]) - value) <= 1e-12 * max(1.0, abs(value)), (name, value)
+
+    for name, info in parameters.items():  # combo boxes
+        if info["choices"] is None:
+            continue
+        option = mapped.get(name)
+        if option is None:
+            assert name in NON_ENGINE_CHOICES, f"{name}: a Choice that is neither an engine option nor listed"
+            continue
+        assert info["choices"] == list(specs[option].choices), (name, info["choices"], specs[option].choices)
+        assert info["default"] == specs[option].default, (name, info["default"], specs[option].default)
+    for name, option in explicit.items():
+        s, info = specs[option], parameters[name]
+        if s.choices:
+            assert info["choices"] is not None, f"{name}: the engine option has choices; use Choice({list(s.choices)})"
+        elif s.kind is str:  # a text option: "" = not given where the option is optional
+            assert info["type"] == "str" and info["choices"] is None, name
+            assert info["default"] == s.default or (s.optional and info["default"] == ""), (name, info["default"])
+    choices = {n: i["choices"] for n, i in parameters.items() if i["choices"] is not None}
     assert set(choices["initialization"]) == {"default", *INITS}
     assert choices["device"][0] == "auto"
-    assert all(defaults[name] == -1 for name in options), {name: defaults[name] for name in options}
-    ui_file = MODULES_DIR / "DISASimilarity" / "Resources" / "UI" / "DISASimilarity.ui"
-    root = ET.parse(ui_file).getroot()
-    bound = {w.find("property[@name='SlicerParameterName']/string").text: w.get("class")
-             for w in root.iter("widget") if w.find("property[@name='SlicerParameterName']") is not None}
-    for name in options:
-        assert bound[name] in ("QSpinBox", "QDoubleSpinBox"), (name, bound[name])
-        special = root.find(f".//widget[@name='{name}SpinBox']/property[@name='specialValueText']/string")
-        assert special is not None and special.text == "default", name
-    assert {bound[name] for name in choices} == {"QComboBox"}
-    assert bound["applyToMoving"] == bound["heatmapAutoUpdate"] == "QCheckBox"
-    assert bound["weightsFile"] == "QLineEdit"
-    assert _ui_widgets(ui_file)["heatmapPlaceWidget"] == "qSlicerMarkupsPlaceWidget"
-    code = module_file.read_text(encoding="utf-8")
-    assert "p.mode, p.search, p.similarity, p.mask" in code  # register(..., mode, search, similarity, mask, options)
+
+    duplicated = [name for name in mapped if "toolTip" in bound[name][1]]
+    assert not duplicated, f"the .ui repeats the metadata's help (tooltip set by apply_option_metadata): {duplicated}"
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_module_setup_describes_the_widgets_before_connecting_the_parameter_node(module):
+    """``setup()`` calls ``apply_option_metadata`` on OPTIONS and EXPLICIT_OPTIONS inside ``try/except
+    ImportError`` (the engine may not be importable yet), before ``initializeParameterNode`` (whose connectGui sets
+    the spin box ranges from WithinRange); the module imports it there, not at the top."""
+    module_file, _ = _module_files(module)
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+    setup = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "setup")
+    order = []
+    for statement in setup.body:
+        calls = {getattr(c.func, "id", None) or getattr(c.func, "attr", None)
+                 for c in ast.walk(statement) if isinstance(c, ast.Call)}
+        if isinstance(statement, ast.Try) and "apply_option_metadata" in calls:
+            assert any(getattr(h.type, "id", None) == "ImportError" for h in statement.handlers)
+            call = next(c for c in ast.walk(statement) if isinstance(c, ast.Call)
+                        and getattr(c.func, "id", None) == "apply_option_metadata")
+            assert ast.unparse(call.args[1]) == "METHOD"
+            assert ast.unparse(call.args[2]) == "{**OPTIONS, **EXPLICIT_OPTIONS}"
+            assert [ast.unparse(k.value) for k in call.keywords if k.arg == "sentinel"] == [str(SENTINEL)]
+            order.append("apply")
+        elif "initializeParameterNode" in calls:
+            order.append("connect")
+    assert order == ["apply", "connect"], order
+    helper = ast.parse((MODULES_DIR / "MMRegistrationSlicerLib" / "option_widgets.py").read_text(encoding="utf-8"))
+    top = {a.name for n in helper.body if isinstance(n, ast.Import) for a in n.names} | {
+        n.module for n in helper.body if isinstance(n, ast.ImportFrom)}
+    assert top <= {"__future__", "logging", "typing"}, top  # no Qt, no engine at import: importable anywhere
+
+
+def _fake_ui(ui_file):
+    """Stand-ins for the widgets of a .ui file (attributes as PythonQt exposes them; no Qt)."""
+
+    class Widget:
+        def __init__(self, cls, parameter):
+            self._parameter, self.toolTip = parameter, ""
+            if cls in ("QSpinBox", "QDoubleSpinBox"):
+                self.minimum, self.maximum, self.suffix = 0, 99, ""
+
+        def property(self, name):
+            return self._parameter if name == "SlicerParameterName" else None
+
+    ui = type("UI", (), {})()
+    for widget in ET.parse(ui_file).getroot().iter("widget"):
+        parameter = widget.find("property[@name='SlicerParameterName']/string")
+        setattr(ui, widget.get("name"), Widget(widget.get("class"), None if parameter is None else parameter.text))
+    ui.notAWidget = object()  # childWidgetVariables may hold anything
+    return ui
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_apply_option_metadata_describes_the_modules_widgets(module):
+    """What the module's setup() does, on stand-ins of its .ui widgets: tooltips = ``OptionSpec.describe()``, spin
+    box ranges = [-1 sentinel, metadata maximum] (the WithinRange of the parameter, see above), unit suffixes; the
+    other widgets are untouched."""
+    from MMRegistrationSlicerLib.option_widgets import apply_option_metadata, option_specs
+
+    module_file, ui_file = _module_files(module)
+    method = _module_constant(module_file, "METHOD")
+    options, explicit = _module_constant(module_file, "OPTIONS"), _module_constant(module_file, "EXPLICIT_OPTIONS")
+    ui = _fake_ui(ui_file)
+    described = apply_option_metadata(ui, method, {**options, **explicit}, sentinel=SENTINEL)
+    specs, parameters = option_specs(method), _parameters(module_file)
+    assert set(described) == set(options) | set(explicit)
+    for name, widget in described.items():
+        s = specs[{**options, **explicit}[name]]
+        assert widget.toolTip == s.describe(), name
+        if name in options:
+            assert (widget.minimum, widget.maximum) == (SENTINEL, s.maximum), name
+            assert widget.maximum >= parameters[name]["range"][1]  # the wrapper's range lies inside
+            assert type(widget.maximum) is s.kind
+            assert widget.suffix == (f" {s.unit}" if s.unit else ""), name
+    for name, widget in vars(ui).items():
+        if widget not in described.values() and hasattr(widget, "toolTip"):
+            assert widget.toolTip == "" and getattr(widget, "minimum", 0) == 0, name
+    assert any(w.suffix == " mm" for w in described.values() if hasattr(w, "suffix"))
+
+
+def test_apply_option_metadata_without_sentinel_and_with_mistakes(caplog):
+    """Without a sentinel the minimum is the option's (an exclusive integer minimum one above it); a parameter
+    without a bound widget or an unknown option is logged and skipped."""
+    from MMRegistrationSlicerLib.option_widgets import apply_option_metadata, bound_widgets, option_specs
+
+    class SpinBox:
+        def __init__(self, parameter):
+            self.parameter, self.toolTip, self.minimum, self.maximum, self.suffix = parameter, "", 0, 99, ""
+
+        def property(self, name):
+            return self.parameter if name == "SlicerParameterName" else None
+
+    ui = type("UI", (), {})()
+    ui.a, ui.b, ui.c, ui.label = SpinBox("margin"), SpinBox("iterations"), SpinBox("bogus"), SpinBox(None)
+    assert set(bound_widgets(ui)) == {"margin", "iterations", "bogus"}
+    described = apply_option_metadata(ui, "sinr", {"margin": "margin_mm", "iterations": "iterations",
+                                                   "bogus": "no_such_option", "missing": "hidden"})
+    assert set(described) == {"margin", "iterations"}
+    specs = option_specs("sinr")
+    assert (ui.a.minimum, ui.a.maximum, ui.a.suffix) == (specs["margin_mm"].minimum, specs["margin_mm"].maximum, " mm")
+    assert (ui.b.minimum, ui.b.maximum, ui.b.suffix) == (specs["iterations"].minimum, specs["iterations"].maximum, "")
+    assert ui.a.toolTip.startswith(specs["margin_mm"].help) and specs["margin_mm"].range_text() + " mm" in ui.a.toolTip
+    assert ui.c.toolTip == "" and ui.label.toolTip == ""
+    assert "no_such_option" in caplog.text and "'missing'" in caplog.text
+    from MMRegistrationLib.core.options import OptionSpec
+    from MMRegistrationSlicerLib.option_widgets import widget_range
+
+    count = OptionSpec("count", int, 3, "h", minimum=0, exclusive_minimum=True, maximum=1e12)
+    assert widget_range(count) == (1, 2**31 - 1) and widget_range(count, -1) == (-1, 2**31 - 1)
+    assert widget_range(OptionSpec("mode", str, "a", "h", choices=("a", "b")), -1) == (None, None)
+
+
+def test_disa_module_passes_its_choices_and_roi_to_the_logic():
+    """The module calls ``register(..., mode, search, similarity, mask, options)`` with the parameter node's choices;
+    ``DISALogic.register`` takes them in that order and an optional ``roi`` (None by default)."""
     import inspect
 
     from MMRegistrationSlicerLib.disa_logic import DISALogic
 
-    assert list(inspect.signature(DISALogic.register).parameters)[6:11] == ["mode", "search", "similarity", "mask",
-                                                                          "options"]
+    module_file, ui_file = _module_files("DISASimilarity")
+    assert "p.mode, p.search, p.similarity, p.mask, self.options(p)" in module_file.read_text(encoding="utf-8")
+    parameters = inspect.signature(DISALogic.register).parameters
+    assert list(parameters)[6:11] == ["mode", "search", "similarity", "mask", "options"]
+    assert parameters["roi"].default is None and parameters["roi"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert _ui_widgets(ui_file)["heatmapPlaceWidget"] == "qSlicerMarkupsPlaceWidget"

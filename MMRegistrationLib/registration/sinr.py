@@ -195,8 +195,10 @@ class SurfaceTerms:
     def __init__(self, fixed_seg: Image, moving_seg: Image, labels: Sequence[int], loss_grid: Grid, vel_grid: Grid,
                  initial: AffineTransform, config: SINRConfig, device):
         points = loss_grid.world_points_torch(device=device, dtype=torch.float32).reshape(-1, 3)
-        band_sdm, band_grid = sdm_stack(fixed_seg, labels, config.loss_spacing_mm, config.band_mm + 1.0)
-        near = _Sampled(band_sdm, band_grid, points, np.eye(4), "border").at()  # (C, P)
+        # one distance transform serves the band and the loss: clipping it again at a smaller distance is exact
+        clip = config.sdm_clip_mm
+        fixed_sdm, sdm_grid = sdm_stack(fixed_seg, labels, config.loss_spacing_mm, max(config.band_mm + 1.0, clip))
+        near = _Sampled(fixed_sdm, sdm_grid, points, np.eye(4), "border").at()  # (C, P)
         points = points[(near < config.band_mm).any(dim=0)]
         self.count = int(len(points))
         if self.count == 0:
@@ -213,8 +215,8 @@ class SurfaceTerms:
                                      "zeros")
         self.fixed_distances = self.moving_distances = None
         if config.weight_sdm > 0:
-            self.fixed_distances = _Sampled(*sdm_stack(fixed_seg, labels, config.loss_spacing_mm, config.sdm_clip_mm),
-                                            points, np.eye(4), "border").at()
+            self.fixed_distances = _Sampled(np.clip(fixed_sdm, -clip, clip), sdm_grid, points, np.eye(4),
+                                            "border").at()
             self.moving_distances = _Sampled(*sdm_stack(moving_seg, labels, config.loss_spacing_mm,
                                                         config.sdm_clip_mm), points, initial.matrix, "border")
         with torch.no_grad():

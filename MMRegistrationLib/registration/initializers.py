@@ -167,13 +167,15 @@ def _distance_map_loss(fixed_seg: Image, moving_seg: Image, labels: list, weight
         keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:max_points]
         points, fixed_values = points[keep], fixed_values[keep]
     points, fixed_values = points.to(device), fixed_values.to(device)
-    to_normalized = torch.as_tensor(world_to_normalized_matrix(moving_grid), dtype=torch.float32, device=device)
+    to_normalized = torch.as_tensor(world_to_normalized_matrix(moving_grid), dtype=torch.float64)
     moving_volume = torch.as_tensor(moving_sdm, dtype=torch.float32, device=device)
     w = torch.tensor(weights, dtype=torch.float32, device=device)
 
     def loss_fn(params: torch.Tensor) -> torch.Tensor:
-        mapped = model.map(params[None], points)[0]  # (P, 3) moving world mm
-        warped = sample_normalized(moving_volume, mapped @ to_normalized[:3, :3].T + to_normalized[:3, 3])
+        linear, offset = model.linear(params[None])  # T(x) = linear x + offset (float64), folded into grid_sample
+        a = (to_normalized[:3, :3] @ linear[0]).to(device=device, dtype=torch.float32)  # coordinates: one matmul
+        b = (to_normalized[:3, :3] @ offset[0] + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
+        warped = sample_normalized(moving_volume, points @ a.T + b)
         return (((warped - fixed_values) ** 2).mean(dim=0) * w).sum()
 
     return loss_fn

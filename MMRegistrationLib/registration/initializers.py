@@ -172,9 +172,9 @@ def _distance_map_loss(fixed_seg: Image, moving_seg: Image, labels: list, weight
     w = torch.tensor(weights, dtype=torch.float32, device=device)
 
     def loss_fn(params: torch.Tensor) -> torch.Tensor:
-        linear, offset = model.linear(params[None])  # T(x) = linear x + offset (float64), folded into grid_sample
-        a = (to_normalized[:3, :3] @ linear[0]).to(device=device, dtype=torch.float32)  # coordinates: one matmul
-        b = (to_normalized[:3, :3] @ offset[0] + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
+        linear, offset = model.linear_one(params)  # T(x) = linear x + offset (float64), folded into grid_sample
+        a = (to_normalized[:3, :3] @ linear).to(device=device, dtype=torch.float32)  # coordinates: one matmul
+        b = (to_normalized[:3, :3] @ offset + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
         warped = sample_normalized(moving_volume, points @ a.T + b)
         return (((warped - fixed_values) ** 2).mean(dim=0) * w).sum()
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from MMRegistrationLib.registration.global_search import rotation_matrices
+from MMRegistrationLib.spatial.affine import rotation_matrix
 from MMRegistrationLib.spatial.probe import compress
 
 PARAMETER_SCALE_MM = 50.0
@@ -52,6 +53,18 @@ class PoseModel:
         b = c - lin @ c + t
         a0, t0 = self.initial[:3, :3], self.initial[:3, 3]
         return a0 @ lin, b @ a0.T + t0
+
+    def linear_one(self, params: torch.Tensor) -> tuple:
+        """``(M (3, 3), m (3,))`` of one parameter vector ``(n,)``, the same map as :meth:`linear`; for ``rigid`` with
+        the single-vector Rodrigues formula, whose autograd graph is a third of the batched one's (the cost that
+        counts when an optimiser evaluates one pose at a time, as rigid-mask does)."""
+        if self.kind != "rigid":
+            lin, off = self.linear(params[None])
+            return lin[0], off[0]
+        rot = rotation_matrix(params[:3] / PARAMETER_SCALE_MM)
+        c = self.centre
+        a0, t0 = self.initial[:3, :3], self.initial[:3, 3]
+        return a0 @ rot, a0 @ (c - rot @ c + params[3:6]) + t0
 
     def probe_parameters(self, params: torch.Tensor) -> tuple:
         """``(a, b)`` (mm) of each row: ``a >= 0`` (a probe can only push tissue away; measured: without this bound

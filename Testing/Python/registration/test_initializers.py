@@ -88,3 +88,19 @@ def test_signed_distance_is_in_mm_on_anisotropic_grids():
     assert err.max() <= 2.0  # discretised surface: within the coarsest spacing
     assert err.mean() < 0.6
     assert np.all(sdm[r < 11] < 0) and np.all(sdm[r > 13] > 0)
+
+
+def test_pose_model_single_vector_map_equals_the_batched_one():
+    """rigid-mask evaluates one pose at a time with ``PoseModel.linear_one``: the same map as the batched ``linear``."""
+    import torch
+
+    from MMRegistrationLib.registration.pose_models import PoseModel
+
+    initial = AffineTransform.from_rigid(np.deg2rad([3.0, -2.0, 5.0]), [4.0, 1.0, -2.0]).matrix
+    model = PoseModel("rigid", np.array([5.0, -2.0, 10.0]), initial)
+    for params in (torch.zeros(6, dtype=torch.float64), torch.tensor([4.0, -7.0, 11.0, 3.0, -1.0, 2.0],
+                                                                     dtype=torch.float64)):
+        one, one_offset = model.linear_one(params)
+        batch, batch_offset = model.linear(params[None])
+        np.testing.assert_allclose(one.numpy(), batch[0].numpy(), atol=1e-12)
+        np.testing.assert_allclose(one_offset.numpy(), batch_offset[0].numpy(), atol=1e-12)

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_methods(args: argparse.Namespace) -> int:
-    from MMRegistrationLib.cli.register import _shown_default
+    from MMRegistrationLib.cli.register import shown_default
     from MMRegistrationLib.registration.methods import METHODS
 
     for spec in METHODS.values():
@@ -41,7 +41,7 @@ def _list_methods(args: argparse.Namespace) -> int:
         if spec.region_use:
             print(f"    --roi: {spec.region_use}")
         for opt in spec.options:
-            print(f"    {opt.flag:26s} default {_shown_default(spec.name, opt)}: {opt.describe()}")
+            print(f"    {opt.flag:26s} default {shown_default(spec.name, opt)}: {opt.describe()}")
     return 0
 
 

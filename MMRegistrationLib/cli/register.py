@@ -56,7 +56,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                 helps.append(([method], text))
             else:
                 helps[-1][0].append(method)
-        defaults = "; ".join(f"{method}: {_shown_default(method, opt)}" for method, opt in entries)
+        defaults = "; ".join(f"{method}: {shown_default(method, opt)}" for method, opt in entries)
         text = " / ".join(f"[{', '.join(methods)}] {h}" for methods, h in helps)
         group.add_argument(flag, dest=f"opt_{entries[0][1].name}", default=None, metavar=_metavar(entries[0][1]),
                            help=f"{text} (default {defaults})".replace("%", "%%"))
@@ -66,7 +66,7 @@ def _metavar(opt) -> str:
     return {int: "N", float: "X", tuple: "X,Y,Z"}.get(opt.kind, "VALUE" if not opt.choices else "{" + ",".join(opt.choices) + "}")
 
 
-def _shown_default(method: str, opt) -> str:
+def shown_default(method: str, opt) -> str:
     spec = METHODS[method]
     if spec.presets and opt.name != "preset":
         values = {name: preset.get(opt.name, opt.default) for name, preset in spec.presets.items()}

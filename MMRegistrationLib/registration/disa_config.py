@@ -44,11 +44,9 @@ def parse_vector(value, argument: str) -> tuple:
 
 
 def _threshold(value, argument: str) -> Optional[float]:
-    """A field-of-view threshold: any finite number (``-inf``, as older callers wrote 'every voxel', is None)."""
+    """A field-of-view threshold: any finite number, or None (``none``: every voxel)."""
     out = optional_float(value, argument)
-    if out is None or out == -math.inf:
-        return None
-    if not math.isfinite(out):
+    if out is not None and not math.isfinite(out):
         raise InputError(argument, f"must be a finite number or 'none', got {value}")
     return out
 

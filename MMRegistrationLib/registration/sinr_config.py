@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.options import MethodConfig, existing_file, option
 
 
@@ -77,8 +76,9 @@ PRESETS = {
 
 
 def sinr_config(preset: str = "fast", **overrides) -> SINRConfig:
-    """A preset with some fields overridden (None = the preset's value); errors name the option."""
-    if preset not in PRESETS:
-        raise InputError("--preset", f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    return SINRConfig.from_options(overrides, PRESETS[preset], method="sinr")
+    """A preset with some fields overridden (None = the preset's value); errors name the option. The same path as
+    ``mmreg register --method sinr --preset P ...`` (the registry's ``build_config``)."""
+    from MMRegistrationLib.registration.methods import get_method
+
+    return get_method("sinr").build_config({**overrides, "preset": preset})
 

@@ -12,7 +12,7 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, register, train_disa
+    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, register, train_disa, train_net
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser(sub)
     evaluate.add_parser(sub)
     train_disa.add_parser(sub)
+    train_net.add_parser(sub)
     disa_heatmap.add_parser(sub)
     methods = sub.add_parser("methods", help="list registration methods and their options")
     methods.set_defaults(func=_list_methods)
@@ -37,7 +38,8 @@ def _list_methods(args: argparse.Namespace) -> int:
     from MMRegistrationLib.registration.methods import METHODS
 
     for spec in METHODS.values():
-        print(f"{spec.name:12s} {spec.description} (default --init {spec.default_init})")
+        init = "the one its options imply" if spec.init_for is not None else spec.default_init
+        print(f"{spec.name:12s} {spec.description} (default --init: {init})")
         if spec.region_use:
             print(f"    --roi: {spec.region_use}")
         for opt in spec.options:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def _fail(function: str, message: str):
@@ -194,3 +195,111 @@ def bending_energy(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor
         spacing: ``(s_i, s_j, s_k)`` mm.
     """
     return sum((d**2).mean(dim=(1, 2, 3, 4)) for d in _derivatives("bending_energy", field, spacing, 2))
+
+
+def gradient_l2(field: torch.Tensor, spacing=(1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Per batch item, the mean squared first derivative (per mm) of a ``(B, 3, D, H, W)`` field, summed over the
+    three axes: ``sum_a mean_{c, voxels} (d u_c / d x_a)^2`` (paper 003 eq. 5, averaged instead of summed so the
+    weight does not depend on the grid size).
+
+    Args:
+        field: ``(B, 3, D, H, W)``, ``D, H, W`` = ``k, j, i``, at least 2 voxels along each.
+        spacing: ``(s_i, s_j, s_k)`` mm.
+    """
+    return sum((d**2).mean(dim=(1, 2, 3, 4)) for d in _derivatives("gradient_l2", field, spacing, 1))
+
+
+def _gaussian_smoothing(volume: torch.Tensor, sigma_voxels: float) -> torch.Tensor:
+    """``(B, C, D, H, W)`` smoothed by an isotropic Gaussian of ``sigma_voxels`` (normalised kernel truncated at 3
+    sigma, zero padding), one 1-D convolution per axis.
+
+    Our own rather than MONAI's ``separable_filtering``: on a CPU (48^3, two channels, forward + backward) MONAI's
+    takes 0.52 s at sigma 8 and this 0.04 s, which is most of a training step."""
+    radius = max(1, int(3.0 * float(sigma_voxels) + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
+    kernel = torch.exp(-0.5 * (taps / float(sigma_voxels)) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    b, c, d, h, w = volume.shape
+    out = volume
+    for axis, size in ((4, w), (3, h), (2, d)):
+        moved = out.movedim(axis, -1)
+        shape = moved.shape
+        out = F.conv1d(moved.reshape(-1, 1, size), kernel, padding=radius).reshape(shape).movedim(-1, axis)
+    return out
+
+
+def multiscale_dice_loss(fixed: torch.Tensor, warped: torch.Tensor, sigmas_voxels=(0, 1, 2, 4, 8),
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per batch item, the mean over Gaussian scales of :func:`soft_dice_loss` of both masks smoothed alike
+    (paper 004 eq. 1, after Hu et al.: large scales give gradients where the masks do not overlap yet). The squared
+    denominator keeps the minimum (0) exactly at ``warped = fixed`` for the smoothed, soft masks.
+
+    Args:
+        fixed, warped: ``(B, C, D, H, W)`` soft masks on one grid.
+        sigmas_voxels: Gaussian standard deviations in voxels of that grid (0 = no smoothing).
+        weights: ``(C,)`` or ``(B, C)`` structure weights (see :func:`soft_dice_loss`).
+    """
+    name = "multiscale_dice_loss"
+    _check_pair(name, fixed, warped, "soft masks")
+    if fixed.ndim != 5:
+        _fail(name, f"'fixed' must be (B, C, D, H, W) volumes, got {_shape(fixed)}")
+    sigmas = [float(s) for s in sigmas_voxels]
+    if not sigmas or any(not math.isfinite(s) or s < 0 for s in sigmas):
+        _fail(name, f"'sigmas_voxels' must be one or more non-negative numbers, got {sigmas_voxels!r}")
+    total = 0.0
+    for sigma in sigmas:
+        f = fixed if sigma == 0 else _gaussian_smoothing(fixed, sigma)
+        w = warped if sigma == 0 else _gaussian_smoothing(warped, sigma)
+        total = total + soft_dice_loss(f, w, weights, squared=True)
+    return total / len(sigmas)
+
+
+def signed_distance_msle(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per batch item, the mean squared logarithmic error between signed distance maps (mm), over their positive
+    (outside) parts: ``mean((log(1 + max(w, 0)) - log(1 + max(f, 0)))^2)`` (paper 004 eq. 2: it acts outside the
+    structure, where the overlap terms give no gradient, and weighs errors near the surface most).
+
+    Args:
+        fixed, warped: ``(B, C, *S)`` signed distances in mm (negative inside).
+        weights: ``(C,)`` or ``(B, C)`` structure weights.
+    """
+    name = "signed_distance_msle"
+    _check_pair(name, fixed, warped, "signed distances")
+    w = _normalised_weights(name, weights, fixed)
+    diff = torch.log1p(warped.clamp(min=0)) - torch.log1p(fixed.clamp(min=0))
+    return ((diff**2).mean(dim=tuple(range(2, fixed.ndim))) * w).sum(dim=1)
+
+
+def masked_mutual_information_loss(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor,
+                                   bins: int = 24, sigma_ratio: float = 0.5) -> torch.Tensor:
+    """Per batch item, minus the mutual information (nats) of two intensity images counted only where ``mask`` is
+    positive (paper 003 eq. 3: MI inside the dilated prostate). Parzen windows: Gaussian bins on [0, 1].
+
+    MONAI's ``GlobalMutualInformationLoss`` computes the same estimate over the whole image; it has no mask, which
+    this term needs (the prostate is a small part of the field of view).
+
+    Args:
+        fixed, warped: ``(B, 1, *S)`` intensities in [0, 1].
+        mask: ``(B, 1, *S)`` weights in [0, 1] (soft masks allowed).
+        bins: number of intensity bins; ``sigma_ratio`` the Parzen width in bin spacings.
+    """
+    name = "masked_mutual_information_loss"
+    _check_pair(name, fixed, warped, "intensities")
+    _check_tensor(name, "mask", mask)
+    if mask.shape != fixed.shape or fixed.shape[1] != 1:
+        _fail(name, f"'fixed', 'warped' and 'mask' must share one (B, 1, *S) shape, got {_shape(fixed)}, "
+                    f"{_shape(warped)}, {_shape(mask)}")
+    centres = torch.linspace(0, 1, int(bins), device=fixed.device, dtype=fixed.dtype)
+    width = float(sigma_ratio) / (int(bins) - 1)
+    weight = mask.flatten(1).clamp(0, 1)  # (B, N)
+
+    def parzen(values: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, N, bins), each row summing to 1
+        p = torch.exp(-0.5 * ((values.flatten(1).clamp(0, 1)[..., None] - centres) / width) ** 2)
+        return p / p.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+    pf, pw = parzen(fixed) * weight[..., None], parzen(warped)
+    joint = pf.transpose(1, 2) @ pw  # (B, bins, bins)
+    joint = joint / joint.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    marginal_f, marginal_w = joint.sum(dim=2, keepdim=True), joint.sum(dim=1, keepdim=True)
+    ratio = joint / (marginal_f * marginal_w).clamp(min=1e-12)
+    return -(joint * torch.log(ratio.clamp(min=1e-12))).sum(dim=(1, 2))

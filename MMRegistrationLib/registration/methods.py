@@ -53,6 +53,8 @@ class MethodSpec:
         presets: preset name -> fields it changes from the dataclass defaults (the first preset is the default);
             empty = no ``--preset``.
         region_use: how the method uses ``RegistrationInputs.region`` (``--roi``); '' = it does not.
+        init_for: ``(config, inputs) -> init`` when the default initialiser depends on the options (a network's
+            weights record the start they were trained after); None = ``default_init``.
     """
 
     name: str
@@ -63,6 +65,7 @@ class MethodSpec:
     config: type = NoOptions
     presets: dict = field(default_factory=dict)
     region_use: str = ""
+    init_for: Optional[Callable] = None
 
     @property
     def options(self) -> tuple:
@@ -180,4 +183,30 @@ register_method(MethodSpec(
     "local or global search; images alone suffice (--init com when segmentations are given, else none)",
     DISARegistrationConfig,
     region_use="the similarity is counted only at fixed points inside the box (with --mask fixed/both: inside both)",
+))
+
+
+def _net(inputs: RegistrationInputs, initial: AffineTransform, config, context: RunContext) -> RegistrationResult:
+    from MMRegistrationLib.registration.net import net_register
+
+    return net_register(inputs, initial, config, device=context.device, progress=context.monitor)
+
+
+def _net_init(config, inputs: RegistrationInputs) -> str:
+    from MMRegistrationLib.registration.net import required_init
+
+    return required_init(config, inputs)
+
+
+def _net_config():
+    from MMRegistrationLib.registration.net import NetConfig
+
+    return NetConfig
+
+
+register_method(MethodSpec(
+    "net", _net, False, "center",
+    "trained registration network (papers 004/003): one forward pass from the images (and the masks its weights "
+    "take) after the initial transform it was trained after (mix_plus: center; both_masks: com; srml: rigid-mask)",
+    _net_config(), init_for=_net_init,
 ))

@@ -37,11 +37,13 @@ from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.resample import resample, resample_labels
 
-INITS = ("none", "com", "rigid-mask", "auto")
+INITS = ("none", "com", "rigid-mask", "auto", "center")
 """``auto``: ``rigid-mask`` when the segmentations share two or more structures, else ``com``. With the prostate
 alone the rotation is ill-posed (a near-ellipsoid fits at many angles): on 10 DeepReg gland-only pairs
 ``rigid-mask`` turned by 23 deg on average (up to 62) and raised the landmark error from 6.1 mm (``com``) to
-7.3 mm, whereas context structures (bladder, rectum, bone) pin the rotation down."""
+7.3 mm, whereas context structures (bladder, rectum, bone) pin the rotation down. ``center`` (paper 004): the
+translation taking the fixed image's centre to the moving gland's centre of mass (to the moving image's centre
+without a moving segmentation): a TRUS is acquired with the prostate near its centre."""
 
 
 def resolve_init(init: str, inputs: RegistrationInputs) -> str:
@@ -66,15 +68,13 @@ def load_inputs(
 ) -> RegistrationInputs:
     """Read and validate one case; errors name the CLI argument at fault.
 
+    One segmentation alone is accepted (methods that need both say so when they run).
     ``label_channel``: with 4-D label images (one binary channel per structure), the channel used as label 1.
     ``region``: a region of interest (``--roi``): an :class:`~MMRegistrationLib.core.box.OrientedBox` (LPS mm), a
     Slicer markups ROI file or ``"cx,cy,cz,sx,sy,sz"`` (LPS mm); parsed before any image is read and checked
     against the fixed image right after it is read.
     """
     box = read_region(region, "--roi") if region is not None else None
-    if (fixed_seg is None) != (moving_seg is None):
-        missing = "--moving-seg" if moving_seg is None else "--fixed-seg"
-        raise InputError(missing, "segmentations must be given for both images (--fixed-seg and --moving-seg)")
     if (fixed_landmarks is None) != (moving_landmarks is None):
         missing = "--moving-landmarks" if moving_landmarks is None else "--fixed-landmarks"
         raise InputError(missing, "landmarks must be given for both images")
@@ -84,11 +84,16 @@ def load_inputs(
     moving_img = read_image(moving, "--moving")
     fseg = mseg = None
     names: dict = {}
-    if fixed_seg is not None:
+    if fixed_seg is not None and moving_seg is not None:
         fseg, mseg, names = match_segmentations(
             read_segmentation(fixed_seg, "--fixed-seg", label_channel),
             read_segmentation(moving_seg, "--moving-seg", label_channel),
         )
+    elif fixed_seg is not None or moving_seg is not None:  # one side only (e.g. the MR mask a network takes)
+        flag = "--fixed-seg" if fixed_seg is not None else "--moving-seg"
+        single = read_segmentation(fixed_seg if fixed_seg is not None else moving_seg, flag, label_channel)
+        fseg, mseg = (single.labelmap, None) if fixed_seg is not None else (None, single.labelmap)
+        names = dict(single.names)
     flm = mlm = None
     if fixed_landmarks is not None:
         flm = read_landmarks(fixed_landmarks, "--fixed-landmarks")
@@ -119,6 +124,10 @@ def initial_transform(
         raise InputError("--init", f"unknown initialiser '{init}'; choose one of {', '.join(INITS)}")
     if init == "none":
         return start if start is not None else AffineTransform.identity()
+    if init == "center":
+        if start is not None:
+            raise InputError("--init", "'center' replaces the given initial transform; use 'none' with it")
+        return center_init(inputs)
     if not inputs.has_segmentations:
         raise InputError("--init", f"'{init}' needs --fixed-seg and --moving-seg")
     if init == "com":
@@ -127,6 +136,18 @@ def initial_transform(
         return center_of_mass_init(inputs.fixed_seg, inputs.moving_seg)
     return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, initial=start, seed=seed, device=device,
                            progress=monitor)
+
+
+def center_init(inputs: RegistrationInputs) -> AffineTransform:
+    """``center``: fixed image centre -> moving gland centre of mass (moving image centre without a segmentation)."""
+    from MMRegistrationLib.registration.net_geometry import gland_label, image_center, mask_center
+
+    target = None
+    if inputs.moving_seg is not None and gland_label(inputs.moving_seg) is not None:
+        target = mask_center(inputs.moving_seg, gland_label(inputs.moving_seg))
+    if target is None:
+        target = image_center(inputs.moving.grid)
+    return AffineTransform.from_translation(target - image_center(inputs.fixed.grid))
 
 
 def _as_start(initial) -> Optional[AffineTransform]:
@@ -173,11 +194,13 @@ def run_registration(
     if spec.needs_segmentations and not inputs.has_segmentations:
         raise InputError("--fixed-seg", f"method '{method}' needs --fixed-seg and --moving-seg")
     start = _as_start(initial)
+    config = options if isinstance(options, spec.config) else spec.build_config(options)
+    if init is None and start is None and spec.init_for is not None:
+        init = spec.init_for(config, inputs)
     init = init or ("none" if start is not None or not inputs.has_segmentations else spec.default_init)
     if init == "auto" and start is not None:
         init = "none"
     init = resolve_init(init, inputs) if init in INITS else init
-    config = options if isinstance(options, spec.config) else spec.build_config(options)
     torch_device = resolve_device(device)
     seed_everything(seed)
     monitor = Monitor.wrap(progress, cancel)

@@ -1,0 +1,212 @@
+"""``--method net``: a trained registration network (papers 004 / 003) registers a pair in one forward pass.
+
+After the initial transform (the one the weights were trained after: ``center`` = the moving gland's centre of
+mass onto the fixed image's centre as in 004, ``com``, or ``rigid-mask`` as in 003; or the user's ``--init`` /
+initial transform), the fixed image and the moving image (and the masks the weights take) are sampled on the
+network's own grid (:mod:`~MMRegistrationLib.registration.net_geometry`), the network predicts a windowed
+stationary velocity (or displacement) there, and the result goes through the engine's deformable core
+(:class:`NetworkVelocity`, :func:`~MMRegistrationLib.registration.deformable.finish_velocity`): ``T = A o exp(v)``
+fixed -> moving and ``exp(-v) o A^-1`` back, written like every other method's result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.core.options import MethodConfig, option
+from MMRegistrationLib.networks.registration import (
+    INPUT_OPTIONS,
+    RegistrationNet,
+    load_registration_net,
+    resolve_weights_path,
+)
+from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
+from MMRegistrationLib.registration.deformable import SVF_SPACE, VelocitySource, finish_velocity
+from MMRegistrationLib.registration.net_geometry import (
+    PairVolumes,
+    gland_label,
+    image_center,
+    mask_center,
+    network_grid,
+    network_inputs,
+    normalised_intensity,
+    voxels_to_world,
+)
+from MMRegistrationLib.spatial.affine import AffineTransform
+from MMRegistrationLib.spatial.composite import ComposedTransform
+from MMRegistrationLib.spatial.displacement import DisplacementField
+from MMRegistrationLib.spatial.jacobian import jacobian_determinant
+
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def weights_option(value, argument: str) -> str:
+    """``parse`` of ``--weights``: '' (the shipped default), a shipped network's name or an existing ``.pt`` file."""
+    text = str(value)
+    if text and not resolve_weights_path(text).is_file():
+        raise InputError(argument, f"weights file not found: {text} (give a .pt file with its .json sidecar, or a "
+                                   "shipped name such as mix_plus)")
+    return text
+
+
+@dataclass(frozen=True)
+class NetConfig(MethodConfig):
+    """Options of ``--method net``."""
+
+    weights: str = option("", "the network: a shipped name (mix_plus = images + moving gland mask, paper 004; "
+                          "both_masks; srml = paper 003) or a .pt file with its .json sidecar (default: mix_plus)",
+                          parse=weights_option, advanced=False)
+    precision: str = option("auto", "arithmetic of the forward pass; auto = the weights' training precision on a "
+                            "CPU, float32 on a GPU", choices=PRECISION_CHOICES)
+
+    def check(self) -> None:
+        """The weights exist and their sidecar is readable (before any image is read)."""
+        from MMRegistrationLib.networks.weights import read_sidecar
+
+        path = resolve_weights_path(self.weights)
+        if not path.is_file():
+            raise InputError("--weights", f"the shipped network {path.name} is missing from {path.parent}; "
+                                          "reinstall the extension or train one with mmreg train-net")
+        read_sidecar(path, "--weights")
+
+
+def required_init(config: NetConfig, inputs: RegistrationInputs) -> str:
+    """The initialiser the weights were trained after; :class:`InputError` when it needs segmentations that are not
+    given (naming the option)."""
+    network, _ = load_registration_net(config.weights, "cpu")
+    init = network.config.init
+    if init in ("com", "rigid-mask") and not inputs.has_segmentations:
+        missing = "--fixed-seg" if inputs.fixed_seg is None else "--moving-seg"
+        raise InputError(missing, f"these weights ({config.weights}) were trained after '{init}', which needs "
+                                  "--fixed-seg and --moving-seg (or give --init none with a close --initial-transform)")
+    return init
+
+
+def check_inputs(network: RegistrationNet, inputs: RegistrationInputs, weights: str) -> None:
+    """Every input the network takes is given (else :class:`InputError` naming the option)."""
+    for name, flag in INPUT_OPTIONS.items():
+        seg = inputs.moving_seg if name == "moving_mask" else inputs.fixed_seg
+        if name in network.config.inputs and seg is None:
+            what = "moving (MR)" if name == "moving_mask" else "fixed (TRUS)"
+            raise InputError(flag, f"these weights ({weights}) need {flag}: the network takes the {what} gland mask "
+                                   "as an input")
+        if name in network.config.inputs and gland_label(seg) is None:
+            raise InputError(flag, "the segmentation is empty; the network needs the gland mask")
+
+
+class NetworkVelocity(VelocitySource):
+    """The network's output on its grid as a velocity source of the deformable core: ``raw`` runs the network on
+    the prepared inputs (LPS mm, before the window). Fine-tuning the network's weights through this source is
+    test-time optimisation (RSO)."""
+
+    def __init__(self, network: RegistrationNet, inputs: torch.Tensor, grid: Grid, precision: str):
+        super().__init__(grid, network.config.ramp_mm)
+        self.network = network
+        self.inputs = inputs
+        self.precision = precision
+
+    def raw(self, grid: Grid) -> torch.Tensor:
+        if not grid.same_as(self.grid):
+            raise ValueError("NetworkVelocity: the network predicts on its own grid only")
+        enabled = self.precision == "bfloat16"
+        with torch.autocast(device_type=self.inputs.device.type, dtype=torch.bfloat16, enabled=enabled):
+            out = self.network(self.inputs.contiguous(memory_format=torch.channels_last_3d))
+        return voxels_to_world(out.float().contiguous(), self.grid)[0]
+
+
+def _gland(seg: Optional[Image]) -> Optional[torch.Tensor]:
+    if seg is None:
+        return None
+    return torch.as_tensor((seg.array == gland_label(seg)).astype(np.float32)[None])
+
+
+def prepare_inputs(network: RegistrationNet, inputs: RegistrationInputs, initial: AffineTransform, device) -> tuple:
+    """``(grid, (1, C, N, N, N) input tensor)``: the images (and masks) on the network grid after ``initial``."""
+    config = network.config
+    center = mask_center(inputs.fixed_seg, gland_label(inputs.fixed_seg)) if (
+        config.center == "fixed-mask" and inputs.fixed_seg is not None) else image_center(inputs.fixed.grid)
+    grid = network_grid(config, inputs.fixed.grid, center)
+    volumes = PairVolumes(
+        inputs.fixed.grid, inputs.moving.grid,
+        torch.as_tensor(normalised_intensity(inputs.fixed.array)[None]),
+        torch.as_tensor(normalised_intensity(inputs.moving.array)[None]),
+        _gland(inputs.fixed_seg) if "fixed_mask" in config.inputs else None,
+        _gland(inputs.moving_seg) if "moving_mask" in config.inputs else None,
+    )
+    parts = ["fixed", "moving"] + [p for p, i in (("fixed_labels", "fixed_mask"), ("moving_labels", "moving_mask"))
+                                   if i in config.inputs]
+    sampled = volumes.on_grid(grid, np.eye(4), initial.matrix, parts)
+    return grid, network_inputs(config, network.input_order, sampled)[None].to(device)
+
+
+def _precision(config: NetConfig, meta: dict, device: torch.device) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if device.type != "cpu":
+        return "float32"
+    return str(((meta.get("training") or {}).get("config") or {}).get("precision", "float32"))
+
+
+def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: NetConfig, device=None,
+                 progress=None) -> RegistrationResult:
+    """Register ``inputs`` with the network of ``config.weights`` after ``initial`` (fixed -> moving)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    t0 = time.perf_counter()
+    network, meta = load_registration_net(config.weights, device)
+    check_inputs(network, inputs, config.weights)
+    grid, x = prepare_inputs(network, inputs, initial, device)
+    precision = _precision(config, meta, device)
+    source = NetworkVelocity(network, x, grid, precision)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        velocity = source.on()  # (N, N, N, 3) windowed, LPS mm
+    t2 = time.perf_counter()
+    if network.config.output == "svf":
+        fixed_source = _FixedVelocity(grid, network.config.ramp_mm, velocity)
+        transform, inverse, finished = finish_velocity(fixed_source, grid, initial.matrix,
+                                                       network.config.squaring_steps)
+    else:
+        transform, inverse, finished = _finish_displacement(velocity, grid, initial)
+    info = {
+        "weights": str(resolve_weights_path(config.weights)),
+        "weights_sha256": meta.get("sha256"),
+        "network": network.config.to_dict(),
+        "precision": precision,
+        "network_grid": {"shape": list(grid.shape), "spacing_mm": grid.spacing.tolist(),
+                         "origin_mm": grid.origin.tolist(), "direction": grid.direction.tolist()},
+        **finished,
+    }
+    return RegistrationResult(transform, inverse, {"prepare": t1 - t0, "forward": t2 - t1,
+                                                   "finish": time.perf_counter() - t2}, info)
+
+
+class _FixedVelocity(VelocitySource):
+    """A computed velocity (already windowed) as a source for :func:`finish_velocity` (window 1 inside)."""
+
+    def __init__(self, grid: Grid, ramp_mm: float, velocity: torch.Tensor):
+        super().__init__(grid, ramp_mm)
+        self.velocity = velocity
+
+    def on(self, grid: Optional[Grid] = None) -> torch.Tensor:
+        if grid is not None and not grid.same_as(self.grid):
+            raise ValueError("_FixedVelocity: only on its own grid")
+        return self.velocity
+
+
+def _finish_displacement(displacement: torch.Tensor, grid: Grid, initial: AffineTransform) -> tuple:
+    """A ``ddf`` network's windowed displacement (LPS mm) composed with the initial affine; the inverse by
+    fixed-point inversion of the field."""
+    field = DisplacementField(grid, displacement.to(torch.float64).cpu(), "fixed", SVF_SPACE)
+    linear = AffineTransform(initial.matrix, SVF_SPACE, "moving")
+    det = jacobian_determinant(field)
+    info = {"max_displacement_mm": float(np.linalg.norm(field.numpy(), axis=-1).max()),
+            "jacobian_min_output_grid": float(det.min()), "folding_fraction_output_grid": float(np.mean(det <= 0))}
+    return ComposedTransform([field, linear]), ComposedTransform([linear.inverse(), field.inverse()]), info

@@ -153,6 +153,14 @@ def markdown(res: dict) -> str:
              "error, |grad det J| = mean over the fixed grid (1/mm), folding = fraction of det J <= 0."]
     for note in res.get("notes", []):
         lines += ["", f"Note: {note}"]
+    if res.get("timing"):
+        lines += ["", "## End to end: `register_files` (read, register, metrics, write), median of 3 after a warm-up",
+                  "", "| case | fixed grid | moving grid | --method none (s) | --method net (s) | net - none (s) | "
+                  "forward pass (s) |", "|---|---|---|---|---|---|---|"]
+        for t in res["timing"]:
+            lines.append(f"| {t['case']} | {'x'.join(map(str, t['fixed_shape']))} | "
+                         f"{'x'.join(map(str, t['moving_shape']))} | {t['none_s']:.2f} | {t['net_s']:.2f} | "
+                         f"{t['net_minus_none_s']:.2f} | {t['forward_s']:.3f} |")
     for dataset, methods in res["summary"].items():
         lines += ["", f"## {dataset}", "",
                   "| method | n | time (s) | fwd (s) | /ANTs | DSC | MSD (mm) | HD95 (mm) | TRE (mm) | |grad det J| | folding |",
@@ -169,6 +177,50 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_case(case: dict, folder: Path) -> dict:
+    """The images and the moving gland mask of a benchmark case as files (what a user gives the CLI)."""
+    from MMRegistrationLib.io import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key in ("fixed", "moving", "moving_seg"):
+        paths[key] = str(folder / f"{key}.nrrd")
+        write_image(case[key], paths[key])
+    return paths
+
+
+def end_to_end_timing(cases: list, repeats: int = 3) -> list:
+    """Per case: median wall time of ``register_files`` (read, register, metrics, write) with ``--method none``
+    (init center) and ``--method net`` (mix_plus), both after a warm-up, and the network's forward pass alone."""
+    import tempfile
+
+    from MMRegistrationLib.registration.pipeline import register_files
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            paths = write_case(case, Path(tmp) / case["name"])
+            times = {"none": [], "net": []}
+            forward = []
+            for index in range(repeats + 1):
+                for method in ("none", "net"):
+                    target = Path(tmp) / f"out_{method}_{index}"
+                    t0 = time.perf_counter()
+                    record = register_files(method, paths["fixed"], paths["moving"], out=target,
+                                            moving_seg=paths["moving_seg"], init="center", device="cpu")
+                    if index:  # the first round warms up
+                        times[method].append(time.perf_counter() - t0)
+                        if method == "net":
+                            forward.append(record["wall_seconds"]["method_forward"])
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            out.append({"case": case["name"], "fixed_shape": list(case["fixed"].grid.shape),
+                        "moving_shape": list(case["moving"].grid.shape), "none_s": med["none"], "net_s": med["net"],
+                        "net_minus_none_s": med["net"] - med["none"], "forward_s": float(np.median(forward))})
+            log(f"timing {case['name']}: none {med['none']:.2f} s, net {med['net']:.2f} s, forward "
+                f"{out[-1]['forward_s']:.3f} s")
+    return out
+
+
 def deepreg_test_cases(root):
     for name in TEST_NAMES:
         yield datasets.deepreg_case(root or datasets.DEEPREG_ROOT, name)
@@ -183,6 +235,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="net")
+    parser.add_argument("--no-timing", action="store_true", help="skip the end-to-end timing against --method none")
     args = parser.parse_args(argv)
 
     import SimpleITK as sitk
@@ -218,6 +271,11 @@ def main(argv=None) -> int:
            "versions": bench_sinr.versions(), "load_before": load_before,
            "load_after": [round(v, 2) for v in os.getloadavg()], "total_seconds": time.perf_counter() - t0,
            "notes": [f"not available: {m}" for m in args.methods if m not in runners]}
+    if "net-mix_plus" in runners and not args.no_timing:
+        timing_cases = [datasets.deepreg_case(args.deepreg_root or datasets.DEEPREG_ROOT, TEST_NAMES[0])] if \
+            datasets.deepreg_available(args.deepreg_root) else []
+        timing_cases.append(datasets.sample_case())
+        res["timing"] = end_to_end_timing(timing_cases)
     res["summary"] = summarize(rows, list(runners))
     res["rows"] = rows
     OUT.mkdir(exist_ok=True)

@@ -65,7 +65,7 @@ class NetConfig(MethodConfig):
                           "both_masks; srml = paper 003) or a .pt file with its .json sidecar (default: mix_plus)",
                           parse=weights_option, advanced=False)
     precision: str = option("auto", "arithmetic of the forward pass; auto = the weights' training precision on a "
-                            "CPU, float32 on a GPU", choices=PRECISION_CHOICES)
+                            "CPU with native bfloat16, else float32", choices=PRECISION_CHOICES)
 
     def check(self) -> None:
         """The weights exist and their sidecar is readable (before any image is read)."""
@@ -148,11 +148,16 @@ def prepare_inputs(network: RegistrationNet, inputs: RegistrationInputs, initial
 
 
 def _precision(config: NetConfig, meta: dict, device: torch.device) -> str:
+    """``auto``: on a CPU with native bfloat16, the precision the weights were trained in; float32 elsewhere (a GPU:
+    the float32 results a CPU reproduces; a CPU without native bfloat16, where emulating it is slower)."""
+    from MMRegistrationLib.similarity.disa import native_bfloat16
+
     if config.precision != "auto":
         return config.precision
-    if device.type != "cpu":
-        return "float32"
-    return str(((meta.get("training") or {}).get("config") or {}).get("precision", "float32"))
+    trained = str(((meta.get("training") or {}).get("config") or {}).get("precision", "float32"))
+    if device.type == "cpu" and trained == "bfloat16" and native_bfloat16(device):
+        return "bfloat16"
+    return "float32"
 
 
 def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: NetConfig, device=None,

@@ -1,0 +1,73 @@
+"""The shipped registration networks: each loads with its sidecar (config, data, split, command, versions,
+sha256), registers the bundled sample case end to end through the CLI, and (slow) its recorded command repeats the
+first logged validation of the shipped run exactly."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+import torch
+
+from MMRegistrationLib.cli.main import main
+from MMRegistrationLib.networks.registration import load_registration_net, networks_dir
+from MMRegistrationLib.resources import sample_case_paths
+
+SHIPPED = ("mix_plus", "both_masks", "srml")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_carry_their_sidecar_and_load(name):
+    path = networks_dir() / f"{name}.pt"
+    network, meta = load_registration_net(path)
+    training = meta["training"]
+    assert training["config"]["network"] == meta["config"] == network.config.to_dict()
+    assert set(training["data"]["test_not_used"]).isdisjoint(training["data"]["train"] + training["data"]["validation"])
+    assert training["reproduce"].startswith("mmreg train-net") and "--iterations" in training["reproduce"]
+    assert f"--preset {name}" in training["reproduce"] and "--threads" in training["reproduce"]
+    assert {"torch", "monai", "numpy", "python"} <= set(training["versions"])
+    assert len(meta["sha256"]) == 64 and training["best"]["iteration"] > 0
+    assert (networks_dir() / f"{name}_log.csv").is_file() and (networks_dir() / f"{name}_log.png").is_file()
+
+
+def test_the_default_network_registers_the_sample_case_from_the_mr_mask_alone(tmp_path):
+    case = sample_case_paths()
+    out = tmp_path / "out"
+    code = main(["register", "--method", "net", "--fixed", str(case["fixed"]), "--moving", str(case["moving"]),
+                 "--moving-seg", str(case["moving_seg"]), "--out", str(out), "--quiet"])
+    assert code == 0
+    record = json.loads((out / "result.json").read_text())
+    assert record["init"] == "center" and record["method_info"]["folding_fraction_output_grid"] == 0.0
+    for name in ("transform.h5", "inverse_transform.h5", "warped_moving.nrrd", "warped_moving_seg.nrrd"):
+        assert (out / name).is_file()
+    evaluated = tmp_path / "evaluation"
+    assert main(["evaluate", "--fixed-seg", str(case["fixed_seg"]), "--moving-seg", str(case["moving_seg"]),
+                 "--transform", str(out / "transform.h5"), "--no-jacobian", "--quiet", "--out", str(evaluated)]) == 0
+
+
+@pytest.mark.slow
+def test_the_recorded_command_repeats_the_shipped_runs_first_validation(tmp_path):
+    """Re-run ``mix_plus``'s recorded command up to its first logged validation: the same loss and validation
+    figures, bit for bit (the run is deterministic for its seed and thread count)."""
+    from MMRegistrationLib.cli.train_net import add_parser
+
+    meta = load_registration_net(networks_dir() / "mix_plus.pt")[1]["training"]
+    first = meta["log"][0]
+    words = shlex.split(meta["reproduce"])[1:]
+    words[words.index("--iterations") + 1] = str(first["iteration"])
+    words[words.index("--out") + 1] = str(tmp_path)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(words + ["--quiet"])
+    threads = torch.get_num_threads()
+    try:
+        assert args.func(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    repeated = json.loads((tmp_path / "mix_plus.json").read_text())["training"]["log"][0]
+    for key in ("loss", "validation_dice", "validation_tre_mm"):
+        assert repeated[key] == first[key] or (np.isnan(repeated[key]) and np.isnan(first[key])), key

@@ -161,6 +161,12 @@ def markdown(res: dict) -> str:
             lines.append(f"| {t['case']} | {'x'.join(map(str, t['fixed_shape']))} | "
                          f"{'x'.join(map(str, t['moving_shape']))} | {t['none_s']:.2f} | {t['net_s']:.2f} | "
                          f"{t['net_minus_none_s']:.2f} | {t['forward_s']:.3f} |")
+    if res.get("ablation_logs"):
+        lines += ["", "## Ablations: validation (obs060-069) at the last step of equal-length runs", "",
+                  "| preset | steps | validation DSC | validation TRE (mm) | training time (s) |", "|---|---|---|---|---|"]
+        for a in res["ablation_logs"]:
+            lines.append(f"| {a['preset']} | {a['iterations']} | {a['validation_dice']:.3f} | "
+                         f"{a['validation_tre_mm']:.2f} | {a['seconds']:.0f} |")
     for dataset, methods in res["summary"].items():
         lines += ["", f"## {dataset}", "",
                   "| method | n | time (s) | fwd (s) | /ANTs | DSC | MSD (mm) | HD95 (mm) | TRE (mm) | |grad det J| | folding |",
@@ -221,6 +227,18 @@ def end_to_end_timing(cases: list, repeats: int = 3) -> list:
     return out
 
 
+def ablation_logs(folder: Path) -> list:
+    """Per ablation weights: preset, steps, and the validation figures of its last logged step (obs060-069)."""
+    out = []
+    for path in sorted(Path(folder).glob("ablation_*.json")):
+        training = json.loads(path.read_text())["training"]
+        last = training["log"][-1]
+        out.append({"preset": path.stem[len("ablation_"):], "iterations": training["iterations_done"],
+                    "validation_dice": last["validation_dice"], "validation_tre_mm": last["validation_tre_mm"],
+                    "seconds": training["seconds"]})
+    return out
+
+
 def deepreg_test_cases(root):
     for name in TEST_NAMES:
         yield datasets.deepreg_case(root or datasets.DEEPREG_ROOT, name)
@@ -276,6 +294,8 @@ def main(argv=None) -> int:
             datasets.deepreg_available(args.deepreg_root) else []
         timing_cases.append(datasets.sample_case())
         res["timing"] = end_to_end_timing(timing_cases)
+    if args.ablations is not None:
+        res["ablation_logs"] = ablation_logs(args.ablations)
     res["summary"] = summarize(rows, list(runners))
     res["rows"] = rows
     OUT.mkdir(exist_ok=True)

@@ -163,17 +163,25 @@ def _precision(config: NetConfig, meta: dict, device: torch.device) -> str:
 def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: NetConfig, device=None,
                  progress=None) -> RegistrationResult:
     """Register ``inputs`` with the network of ``config.weights`` after ``initial`` (fixed -> moving)."""
+    from MMRegistrationLib.core.progress import Monitor
+
+    monitor = Monitor.wrap(progress, None)
     device = torch.device(device) if device is not None else torch.device("cpu")
     t0 = time.perf_counter()
     network, meta = load_registration_net(config.weights, device)
     check_inputs(network, inputs, config.weights)
+    monitor.report(0.1, "network: sampling the inputs on its grid")
     grid, x = prepare_inputs(network, inputs, initial, device)
     precision = _precision(config, meta, device)
     source = NetworkVelocity(network, x, grid, precision)
+    monitor.check("network")
+    monitor.report(0.4, f"network: forward pass ({precision})")
     t1 = time.perf_counter()
     with torch.no_grad():
         velocity = source.on()  # (N, N, N, 3) windowed, LPS mm
     t2 = time.perf_counter()
+    monitor.check("network")
+    monitor.report(0.7, "network: transform and inverse")
     if network.config.output == "svf":
         fixed_source = _FixedVelocity(grid, network.config.ramp_mm, velocity)
         transform, inverse, finished = finish_velocity(fixed_source, grid, initial.matrix,

@@ -32,19 +32,31 @@ def test_shipped_weights_carry_their_sidecar_and_load(name):
     assert (networks_dir() / f"{name}_log.csv").is_file() and (networks_dir() / f"{name}_log.png").is_file()
 
 
+def _evaluate(case: dict, transform, out) -> dict:
+    assert main(["evaluate", "--fixed-seg", str(case["fixed_seg"]), "--moving-seg", str(case["moving_seg"]),
+                 "--fixed-landmarks", str(case["fixed_landmarks"]), "--moving-landmarks", str(case["moving_landmarks"]),
+                 "--transform", str(transform), "--no-jacobian", "--quiet", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    return {"dice": report["labels"][0]["dice"], "tre": report["tre"]["tre_mean_mm"]}
+
+
 def test_the_default_network_registers_the_sample_case_from_the_mr_mask_alone(tmp_path):
+    """The sample case (a generated case never trained on) with the MR mask only: the network improves on its start
+    (``--init center``: gland Dice 0.65, TRE 7.0 mm)."""
     case = sample_case_paths()
-    out = tmp_path / "out"
-    code = main(["register", "--method", "net", "--fixed", str(case["fixed"]), "--moving", str(case["moving"]),
-                 "--moving-seg", str(case["moving_seg"]), "--out", str(out), "--quiet"])
-    assert code == 0
-    record = json.loads((out / "result.json").read_text())
+    runs = {}
+    for method in ("net", "none"):
+        out = tmp_path / method
+        code = main(["register", "--method", method, "--init", "center", "--fixed", str(case["fixed"]), "--moving",
+                     str(case["moving"]), "--moving-seg", str(case["moving_seg"]), "--out", str(out), "--quiet"])
+        assert code == 0
+        runs[method] = _evaluate(case, out / "transform.h5", tmp_path / f"{method}.json")
+    record = json.loads((tmp_path / "net" / "result.json").read_text())
     assert record["init"] == "center" and record["method_info"]["folding_fraction_output_grid"] == 0.0
     for name in ("transform.h5", "inverse_transform.h5", "warped_moving.nrrd", "warped_moving_seg.nrrd"):
-        assert (out / name).is_file()
-    evaluated = tmp_path / "evaluation"
-    assert main(["evaluate", "--fixed-seg", str(case["fixed_seg"]), "--moving-seg", str(case["moving_seg"]),
-                 "--transform", str(out / "transform.h5"), "--no-jacobian", "--quiet", "--out", str(evaluated)]) == 0
+        assert (tmp_path / "net" / name).is_file()
+    assert runs["net"]["dice"] > runs["none"]["dice"] + 0.15, runs
+    assert runs["net"]["tre"] < 0.6 * runs["none"]["tre"], runs
 
 
 @pytest.mark.slow

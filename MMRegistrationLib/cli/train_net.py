@@ -60,6 +60,21 @@ def _changes(args: argparse.Namespace) -> tuple:
     return ({k: v for k, v in train.items() if v is not None}, {k: v for k, v in network.items() if v is not None})
 
 
+RECORDED = ("preset", "data", "out", "name", "minutes", "iterations", "batch_size", "learning_rate", "validate_every",
+            "synthetic_cases", "grid_size", "grid_spacing_mm", "output", "precision", "seed", "device", "threads")
+
+
+def recorded_command(args: argparse.Namespace) -> list:
+    """The command as parsed (every option given or defaulted that changes the run), for the sidecar: the same
+    whether it came from a shell or from ``main([...])``."""
+    words = ["mmreg", "train-net"]
+    for name in RECORDED:
+        value = getattr(args, name)
+        if value is not None and not (name == "device" and value == "auto"):
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return words + (["--resume"] if args.resume else [])
+
+
 def _check(args: argparse.Namespace) -> None:
     from MMRegistrationLib.core.errors import InputError
 
@@ -83,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.training.net_config import preset_config
     from MMRegistrationLib.training.net_data import default_data_dir, folder_cases
-    from MMRegistrationLib.training.net_run import command_line, run_training, write_run
+    from MMRegistrationLib.training.net_run import run_training, write_run
 
     _check(args)
     train_changes, network_changes = _changes(args)
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--resume", f"no checkpoint {checkpoint} to resume from")
     result = run_training(data_dir, config, iterations, minutes, device, checkpoint, args.resume,
                           ProgressPrinter(args.quiet))
-    paths = write_run(result, out, name, command_line())
+    paths = write_run(result, out, name, recorded_command(args))
     checkpoint.unlink(missing_ok=True)
     best = result.state.best_metrics or {}
     print(f"{result.state.step} steps in {result.seconds:.0f} s; best validation (step {result.state.best_step}): "

@@ -4,7 +4,6 @@ with their sidecar (config, data, split, command, versions, metrics, sha256), th
 from __future__ import annotations
 
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +128,3 @@ def write_run(result: RunResult, out: Path, name: str, command: list) -> list:
     plot_log(result.state, tmp_png, f"{name}: {result.config.network.architecture}, {result.state.step} steps")
     tmp_png.replace(figure)
     return [weights, weights.with_suffix(".json"), log, figure]
-
-
-def command_line() -> list:
-    """The command as typed, with the program shown as ``mmreg``."""
-    return ["mmreg", *sys.argv[1:]] if sys.argv and sys.argv[0] else ["mmreg"]

@@ -137,3 +137,37 @@ def test_every_similarity_term_is_lowest_for_the_aligned_pair(preset):
         values.append({k: float(v) for k, v in terms.items() if k not in ("bending", "gradient")})
     for name in values[0]:
         assert values[0][name] < values[1][name], (name, values)
+
+
+def test_train_net_reads_a_cohort_folder_and_writes_weights_sidecar_and_log(tmp_path, capsys):
+    """Three case folders (fixed.*, moving.*, fixed_seg.*, moving_seg.*, landmarks): one trains, one validates, one
+    is the untouched test part; two steps write NAME.pt, its sidecar and the log, and remove the checkpoint."""
+    import json
+
+    from MMRegistrationLib.cli.main import main
+    from MMRegistrationLib.io import write_image, write_landmarks_csv
+
+    cohort = tmp_path / "cohort"
+    for index, scale in enumerate((0.75, 0.8, 0.85)):
+        folder = cohort / f"case{index}"
+        folder.mkdir(parents=True)
+        case = _pair(scale)
+        v = case.volumes
+        for side, grid in (("fixed", v.fixed_grid), ("moving", v.moving_grid)):
+            labels = getattr(v, f"{side}_labels")[0].numpy().astype(np.uint8)
+            write_image(Image(labels * 100.0 + 20.0, grid), folder / f"{side}.nrrd")
+            write_image(Image(labels, grid), folder / f"{side}_seg.nrrd")
+        write_landmarks_csv(np.array([CENTRE + [6.0, 0, 0]]), folder / "fixed_landmarks.csv")
+        write_landmarks_csv(np.array([CENTRE + [6.0 * scale, 0, 0]]), folder / "moving_landmarks.csv")
+    out = tmp_path / "nets"
+    code = main(["train-net", "--data", str(cohort), "--out", str(out), "--name", "mine", "--iterations", "2",
+                 "--validate-every", "1", "--synthetic-cases", "0", "--threads", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "mine.json").read_text())
+    assert meta["training"]["data"]["layout"] == "cohort"
+    assert meta["training"]["data"]["train"] == ["case0"] and meta["training"]["data"]["validation"] == ["case1"]
+    assert meta["training"]["data"]["test_not_used"] == ["case2"]
+    assert meta["training"]["reproduce"].endswith("--iterations 2") and "--threads 1" in meta["training"]["reproduce"]
+    assert len(meta["training"]["log"]) == 2
+    assert (out / "mine_log.csv").read_text().startswith("iteration,loss,validation_dice")
+    assert (out / "mine_log.png").is_file() and not (out / ".mine.checkpoint.pt").exists()

@@ -192,7 +192,8 @@ def run_registration(
         check_method_takes_region(method)
         check_region(inputs.region, inputs.fixed, "--roi")
     if spec.needs_segmentations and not inputs.has_segmentations:
-        raise InputError("--fixed-seg", f"method '{method}' needs --fixed-seg and --moving-seg")
+        missing = "--fixed-seg" if inputs.fixed_seg is None else "--moving-seg"
+        raise InputError(missing, f"method '{method}' needs segmentations of both images (--fixed-seg and --moving-seg)")
     start = _as_start(initial)
     config = options if isinstance(options, spec.config) else spec.build_config(options)
     if init is None and start is None and spec.init_for is not None:
@@ -345,7 +346,14 @@ def register_files(
     the value are checked before any image is read; ``result.json`` records the box under ``"region"``.
     """
     t_start = time.perf_counter()
-    get_method(method).build_config(options)  # bad options are refused before any image is read
+    spec = get_method(method)
+    spec.build_config(options)  # bad options are refused before any image is read
+    if spec.needs_segmentations and (fixed_seg is None or moving_seg is None):
+        missing = "--fixed-seg" if fixed_seg is None else "--moving-seg"
+        raise InputError(missing, f"method '{method}' needs segmentations of both images (--fixed-seg and --moving-seg)")
+    if (fixed_seg is None) != (moving_seg is None) and init in ("com", "rigid-mask"):
+        raise InputError("--fixed-seg" if fixed_seg is None else "--moving-seg",
+                         f"--init {init} needs --fixed-seg and --moving-seg")
     box = None
     if roi is not None:  # refused before any image is read: a method without region use, a bad value
         check_method_takes_region(method)

@@ -97,7 +97,8 @@ class RegNetConfig:
         if len(self.channels) < 2 or min(self.channels) < 1:
             raise InputError("channels", f"needs two or more positive channel counts, got {list(self.channels)}")
         unknown = [i for i in self.inputs if i not in INPUT_NAMES]
-        if unknown or "fixed" not in self.inputs or "moving" not in self.inputs or len(set(self.inputs)) != len(self.inputs):
+        repeated = len(set(self.inputs)) != len(self.inputs)
+        if unknown or repeated or "fixed" not in self.inputs or "moving" not in self.inputs:
             raise InputError("inputs", f"must name 'fixed', 'moving' and optionally 'moving_mask', 'fixed_mask' once "
                                        f"each, got {list(self.inputs)}")
         step = 2 ** (len(self.channels) - 1)

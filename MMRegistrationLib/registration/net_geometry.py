@@ -99,7 +99,8 @@ def sample_volume(volume: torch.Tensor, grid: Grid, points: torch.Tensor, world_
 
 
 def grid_window(grid: Grid, ramp_mm: float, device=None) -> torch.Tensor:
-    """``(1, 1, N, N, N)`` border window of the network grid (see :func:`~MMRegistrationLib.spatial.velocity.border_window`)."""
+    """``(1, 1, N, N, N)`` border window of the network grid
+    (:func:`~MMRegistrationLib.spatial.velocity.border_window`)."""
     return border_window(grid, ramp_mm, device, torch.float32)[..., 0][None, None]
 
 

@@ -1,7 +1,8 @@
 """Training of the registration networks (papers 004 and 003), reproducible on a CPU.
 
 1. **Data** (:mod:`.net_data`): the folder's cases, split by name (DeepReg: obs000-059 train, obs060-069 validate,
-   obs070-079 are the test part, never loaded, on which the benchmark reports), plus generated cases for training; each case's initial transform as the network's config says.
+   obs070-079 are the test part, never loaded, on which the benchmark reports), plus generated cases for training;
+   each case's initial transform as the network's config says.
 2. **A step**: for each pair of the batch, a random affine per image (seeded by ``(seed, step)``, so a resumed run
    draws exactly what an uninterrupted one does), the volumes sampled on the network grid
    (:mod:`~MMRegistrationLib.registration.net_geometry`), one forward pass (bfloat16 autocast on request), the

@@ -27,7 +27,8 @@ class NetTrainingConfig:
     validation gland Dice, then TRE, is what is saved). Augmentation, separately for each image (004): a random
     rotation up to ``rotation_deg`` about each axis, scaling by up to ``scale_fraction`` and a shift up to
     ``translation_mm`` per axis about the grid centre. Data: the folder's cases split by name (the last
-    ``validation_fraction`` of them are the test part, never loaded; as many before them validate), plus ``synthetic_cases`` generated cases (seeds ``synthetic_seed ..``,
+    ``validation_fraction`` of them are the test part, never loaded; as many before them validate), plus
+    ``synthetic_cases`` generated cases (seeds ``synthetic_seed ..``,
     voxel-count factor ``synthetic_scale``) for training. ``precision``: ``bfloat16`` autocast (CPU: ~4x faster than
     float32) or ``float32``.
     """

@@ -62,7 +62,7 @@ class DISASimilarityParameterNode:
     search: Annotated[str, Choice(["local", "global"])] = "local"
     similarity: Annotated[str, Choice(["disa", "lc2", "mind", "mi"])] = "disa"
     mask: Annotated[str, Choice(["none", "fixed", "moving", "both"])] = "none"
-    initialization: Annotated[str, Choice(["default", "none", "com", "rigid-mask", "auto"])] = "default"
+    initialization: Annotated[str, Choice(["default", "none", "com", "rigid-mask", "auto", "center"])] = "default"
     iterations: Annotated[int, WithinRange(-1, 10000)] = -1
     levels: Annotated[int, WithinRange(-1, 6)] = -1
     spacing: Annotated[float, WithinRange(-1.0, 20.0), Decimals(2)] = -1.0

@@ -44,7 +44,7 @@ _ARGUMENT_NAMES = {  # the engine's CLI argument names -> what the Slicer module
 def readable_engine_error(error: Exception, label: str, task: str = "registration") -> str:
     """An engine error message with the CLI's argument names replaced by the module's words, prefixed with
     ``"<label> <task>: "`` (e.g. ``"DISA heatmap: "``)."""
-    text = re.sub(r"--init (none|com|rigid-mask|auto)\b", r"initialization '\1'", str(error))
+    text = re.sub(r"--init (none|com|rigid-mask|auto|center)\b", r"initialization '\1'", str(error))
     for argument in sorted(_ARGUMENT_NAMES, key=len, reverse=True):
         text = re.sub(re.escape(argument) + r"(?![\w-])", _ARGUMENT_NAMES[argument], text)
     text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), text)

@@ -71,7 +71,7 @@ class SINRRegistrationParameterNode:
     propagatedSegmentation: vtkMRMLSegmentationNode
     outputTable: vtkMRMLTableNode
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
-    initialization: Annotated[str, Choice(["default", "auto", "rigid-mask", "com", "none"])] = "default"
+    initialization: Annotated[str, Choice(["default", "auto", "rigid-mask", "com", "none", "center"])] = "default"
     iterations: Annotated[int, WithinRange(-1, 100000)] = -1
     learningRate: Annotated[float, WithinRange(-1.0, 1.0), Decimals(5)] = -1.0
     velocitySpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0

@@ -82,6 +82,11 @@ class Grid:
         return self.affine[:3, 3].copy()
 
     @property
+    def center(self) -> np.ndarray:
+        """World position (LPS mm) of the centre of the voxel box (continuous index ``(n - 1) / 2`` per axis)."""
+        return self.index_to_world((np.array(self.size_ijk, dtype=np.float64) - 1) / 2)
+
+    @property
     def num_voxels(self) -> int:
         return int(np.prod(self.shape))
 

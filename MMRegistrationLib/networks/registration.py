@@ -105,9 +105,9 @@ class RegNetConfig:
         if int(self.grid_size) < step or int(self.grid_size) % step:
             raise InputError("grid_size", f"must be a positive multiple of {step} for {len(self.channels)} levels, "
                                           f"got {self.grid_size}")
-        if self.center == "fixed-mask" and "fixed_mask" not in self.inputs and self.init == "center":
-            raise InputError("center", "'fixed-mask' centring needs a fixed mask: add 'fixed_mask' to the inputs or "
-                                       "start from 'com'/'rigid-mask'")
+        if self.center == "fixed-mask" and self.init == "center":
+            raise InputError("center", "'fixed-mask' centring goes with a 'com' or 'rigid-mask' start: 'center' "
+                                       "aligns the moving gland with the fixed image's centre")
         for name in ("grid_spacing_mm", "ramp_mm"):
             if not float(getattr(self, name)) > 0:
                 raise InputError(name, f"must be positive, got {getattr(self, name)}")

@@ -44,6 +44,23 @@ def center_of_mass_init(fixed_seg: Image, moving_seg: Image, label: Optional[int
     return AffineTransform.from_translation(center_of_mass_mm(moving_seg, label) - center_of_mass_mm(fixed_seg, label))
 
 
+def gland_label(seg: Image) -> Optional[int]:
+    """The label taken as the gland (the target structure): 1 when present, else the lowest label; None when empty."""
+    labels = [int(v) for v in np.unique(seg.array) if v > 0]
+    if not labels:
+        return None
+    return 1 if 1 in labels else labels[0]
+
+
+def center_init(fixed_grid: Grid, moving_grid: Grid, moving_seg: Optional[Image] = None) -> AffineTransform:
+    """``--init center`` (paper 004): the translation fixed -> moving taking the fixed image's centre to the moving
+    gland's centre of mass (to the moving image's centre without a moving segmentation or with an empty one): a TRUS
+    is acquired with the prostate near its centre."""
+    label = gland_label(moving_seg) if moving_seg is not None else None
+    target = center_of_mass_mm(moving_seg, label) if label is not None else moving_grid.center
+    return AffineTransform.from_translation(target - fixed_grid.center)
+
+
 def signed_distance_mm(mask: np.ndarray, grid: Grid, clip_mm: float | None = None) -> np.ndarray:
     """Signed Euclidean distance (mm, negative inside) to the boundary of ``mask`` on ``grid``.
 

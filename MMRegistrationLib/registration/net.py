@@ -30,11 +30,9 @@ from MMRegistrationLib.networks.registration import (
 )
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
 from MMRegistrationLib.registration.deformable import SVF_SPACE, VelocitySource, finish_velocity
+from MMRegistrationLib.registration.initializers import center_of_mass_mm, gland_label
 from MMRegistrationLib.registration.net_geometry import (
     PairVolumes,
-    gland_label,
-    image_center,
-    mask_center,
     network_grid,
     network_inputs,
     normalised_intensity,
@@ -100,6 +98,9 @@ def check_inputs(network: RegistrationNet, inputs: RegistrationInputs, weights: 
                                    "as an input")
         if name in network.config.inputs and gland_label(seg) is None:
             raise InputError(flag, "the segmentation is empty; the network needs the gland mask")
+    if network.config.center == "fixed-mask" and (inputs.fixed_seg is None or gland_label(inputs.fixed_seg) is None):
+        raise InputError("--fixed-seg", f"these weights ({weights}) work on a grid centred on the fixed (TRUS) gland: "
+                                        "give its segmentation")
 
 
 class NetworkVelocity(VelocitySource):
@@ -131,8 +132,9 @@ def _gland(seg: Optional[Image]) -> Optional[torch.Tensor]:
 def prepare_inputs(network: RegistrationNet, inputs: RegistrationInputs, initial: AffineTransform, device) -> tuple:
     """``(grid, (1, C, N, N, N) input tensor)``: the images (and masks) on the network grid after ``initial``."""
     config = network.config
-    center = mask_center(inputs.fixed_seg, gland_label(inputs.fixed_seg)) if (
-        config.center == "fixed-mask" and inputs.fixed_seg is not None) else image_center(inputs.fixed.grid)
+    center = inputs.fixed.grid.center
+    if config.center == "fixed-mask":
+        center = center_of_mass_mm(inputs.fixed_seg, gland_label(inputs.fixed_seg))
     grid = network_grid(config, inputs.fixed.grid, center)
     volumes = PairVolumes(
         inputs.fixed.grid, inputs.moving.grid,

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from MMRegistrationLib.core.grid import Grid
-from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.networks.registration import RegNetConfig
 from MMRegistrationLib.spatial.sampling import sample_at_world
 from MMRegistrationLib.spatial.velocity import border_window
@@ -47,24 +46,10 @@ def canonical_axes(direction: np.ndarray) -> np.ndarray:
     return out
 
 
-def image_center(grid: Grid) -> np.ndarray:
-    """World position (LPS mm) of the centre of a grid's voxel box."""
-    return grid.index_to_world((np.array(grid.size_ijk, dtype=np.float64) - 1) / 2)
-
-
-def mask_center(seg: Image, label: Optional[int] = None) -> Optional[np.ndarray]:
-    """Centre of mass (LPS mm) of ``label`` (default: any label > 0) in ``seg``; None when empty."""
-    mask = seg.array > 0 if label is None else seg.array == label
-    if not mask.any():
-        return None
-    ijk = np.argwhere(mask)[:, ::-1].astype(np.float64).mean(axis=0)
-    return seg.grid.index_to_world(ijk)
-
-
 def network_grid(config: RegNetConfig, fixed: Grid, fixed_center: Optional[np.ndarray] = None) -> Grid:
     """The network's ``N^3`` grid of ``grid_spacing_mm`` along :func:`canonical_axes` of ``fixed``, centred on
     ``fixed_center`` (LPS mm; default: the fixed image's centre)."""
-    center = image_center(fixed) if fixed_center is None else np.asarray(fixed_center, dtype=np.float64)
+    center = fixed.center if fixed_center is None else np.asarray(fixed_center, dtype=np.float64)
     n, s = int(config.grid_size), float(config.grid_spacing_mm)
     axes = canonical_axes(fixed.direction)
     origin = center - axes @ np.full(3, s * (n - 1) / 2)
@@ -174,14 +159,6 @@ class PairVolumes:
             outside = None if name.endswith("sdm") else 0.0
             out[name] = sample_volume(getattr(self, name), source, points, world_map, outside)
         return out
-
-
-def gland_label(seg: Image) -> Optional[int]:
-    """The label taken as the gland: 1 when present, else the lowest label (None for an empty segmentation)."""
-    labels = [int(v) for v in np.unique(seg.array) if v > 0]
-    if not labels:
-        return None
-    return 1 if 1 in labels else labels[0]
 
 
 def network_inputs(config: RegNetConfig, order: Sequence[str], sampled: dict) -> torch.Tensor:

@@ -30,7 +30,7 @@ from MMRegistrationLib.io.regions import check_region, read_region
 from MMRegistrationLib.io.segmentations import match_segmentations, read_segmentation
 from MMRegistrationLib.io.transforms import write_transform
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
-from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
+from MMRegistrationLib.registration.initializers import center_init, center_of_mass_init, rigid_mask_init
 from MMRegistrationLib.registration.methods import RunContext, get_method
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.base import SpatialTransform
@@ -44,6 +44,13 @@ alone the rotation is ill-posed (a near-ellipsoid fits at many angles): on 10 De
 7.3 mm, whereas context structures (bladder, rectum, bone) pin the rotation down. ``center`` (paper 004): the
 translation taking the fixed image's centre to the moving gland's centre of mass (to the moving image's centre
 without a moving segmentation): a TRUS is acquired with the prostate near its centre."""
+
+
+def check_segmentations_given(method: str, fixed_seg, moving_seg) -> None:
+    """A method that needs both segmentations gets both (:class:`InputError` naming the missing one)."""
+    if get_method(method).needs_segmentations and (fixed_seg is None or moving_seg is None):
+        missing = "--fixed-seg" if fixed_seg is None else "--moving-seg"
+        raise InputError(missing, f"method '{method}' needs segmentations of both images (--fixed-seg and --moving-seg)")
 
 
 def resolve_init(init: str, inputs: RegistrationInputs) -> str:
@@ -127,7 +134,7 @@ def initial_transform(
     if init == "center":
         if start is not None:
             raise InputError("--init", "'center' replaces the given initial transform; use 'none' with it")
-        return center_init(inputs)
+        return center_init(inputs.fixed.grid, inputs.moving.grid, inputs.moving_seg)
     if not inputs.has_segmentations:
         raise InputError("--init", f"'{init}' needs --fixed-seg and --moving-seg")
     if init == "com":
@@ -136,18 +143,6 @@ def initial_transform(
         return center_of_mass_init(inputs.fixed_seg, inputs.moving_seg)
     return rigid_mask_init(inputs.fixed_seg, inputs.moving_seg, initial=start, seed=seed, device=device,
                            progress=monitor)
-
-
-def center_init(inputs: RegistrationInputs) -> AffineTransform:
-    """``center``: fixed image centre -> moving gland centre of mass (moving image centre without a segmentation)."""
-    from MMRegistrationLib.registration.net_geometry import gland_label, image_center, mask_center
-
-    target = None
-    if inputs.moving_seg is not None and gland_label(inputs.moving_seg) is not None:
-        target = mask_center(inputs.moving_seg, gland_label(inputs.moving_seg))
-    if target is None:
-        target = image_center(inputs.moving.grid)
-    return AffineTransform.from_translation(target - image_center(inputs.fixed.grid))
 
 
 def _as_start(initial) -> Optional[AffineTransform]:
@@ -191,9 +186,7 @@ def run_registration(
     if inputs.region is not None:
         check_method_takes_region(method)
         check_region(inputs.region, inputs.fixed, "--roi")
-    if spec.needs_segmentations and not inputs.has_segmentations:
-        missing = "--fixed-seg" if inputs.fixed_seg is None else "--moving-seg"
-        raise InputError(missing, f"method '{method}' needs segmentations of both images (--fixed-seg and --moving-seg)")
+    check_segmentations_given(method, inputs.fixed_seg, inputs.moving_seg)
     start = _as_start(initial)
     config = options if isinstance(options, spec.config) else spec.build_config(options)
     if init is None and start is None and spec.init_for is not None:
@@ -346,11 +339,8 @@ def register_files(
     the value are checked before any image is read; ``result.json`` records the box under ``"region"``.
     """
     t_start = time.perf_counter()
-    spec = get_method(method)
-    spec.build_config(options)  # bad options are refused before any image is read
-    if spec.needs_segmentations and (fixed_seg is None or moving_seg is None):
-        missing = "--fixed-seg" if fixed_seg is None else "--moving-seg"
-        raise InputError(missing, f"method '{method}' needs segmentations of both images (--fixed-seg and --moving-seg)")
+    get_method(method).build_config(options)  # bad options are refused before any image is read
+    check_segmentations_given(method, fixed_seg, moving_seg)
     if (fixed_seg is None) != (moving_seg is None) and init in ("com", "rigid-mask"):
         raise InputError("--fixed-seg" if fixed_seg is None else "--moving-seg",
                          f"--init {init} needs --fixed-seg and --moving-seg")

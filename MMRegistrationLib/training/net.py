@@ -45,7 +45,7 @@ from MMRegistrationLib.registration.net_geometry import (
 )
 from MMRegistrationLib.spatial.affine import rotation_matrix
 from MMRegistrationLib.training.net_config import NetTrainingConfig
-from MMRegistrationLib.training.net_data import TrainingCase, initial_maps
+from MMRegistrationLib.training.net_data import TrainingCase, initial_map
 
 LOG_COLUMNS = ("iteration", "loss", "validation_dice", "validation_tre_mm", "seconds")
 
@@ -53,9 +53,8 @@ LOG_COLUMNS = ("iteration", "loss", "validation_dice", "validation_tre_mm", "sec
 # ---- geometry of a sample ------------------------------------------------------------------------------------------
 def case_grid(case: TrainingCase, network: RegNetConfig):
     """The network grid of ``case`` (centred as the config says) and the initial fixed -> moving matrix."""
-    center = case.fixed_mask_center if network.center == "fixed-mask" else case.fixed_center
-    grid = network_grid(network, case.volumes.fixed_grid, center)
-    return grid, initial_maps(case, network.init, center if network.init == "center" else case.fixed_center)
+    center = case.fixed_mask_center if network.center == "fixed-mask" else None
+    return network_grid(network, case.volumes.fixed_grid, center), initial_map(case, network.init)
 
 
 def random_affine(rng: np.random.Generator, center: np.ndarray, config: NetTrainingConfig) -> np.ndarray:

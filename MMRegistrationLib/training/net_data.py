@@ -29,14 +29,15 @@ from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.io.images import read_image
-from MMRegistrationLib.registration.initializers import signed_distance_mm
-from MMRegistrationLib.registration.net_geometry import (
-    PairVolumes,
+from MMRegistrationLib.registration.initializers import (
+    center_init,
+    center_of_mass_init,
+    center_of_mass_mm,
     gland_label,
-    image_center,
-    mask_center,
-    normalised_intensity,
+    rigid_mask_init,
+    signed_distance_mm,
 )
+from MMRegistrationLib.registration.net_geometry import PairVolumes, normalised_intensity
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LANDMARK_RADIUS_MM = 3.0
@@ -52,18 +53,15 @@ class TrainingCase:
         name: case name (file stem or folder name).
         volumes: the tensors on their own grids.
         landmarks: number of landmark channels (after the gland channel).
-        fixed_center: fixed image centre (LPS mm); ``fixed_mask_center`` the fixed gland's centre of mass.
-        moving_mask_center: the moving gland's centre of mass.
-        initial: init name -> 4x4 fixed -> moving matrix (filled by :func:`initial_maps`).
+        fixed_mask_center: the fixed gland's centre of mass (LPS mm).
+        initial: init name -> 4x4 fixed -> moving matrix (filled by :func:`initial_map`).
         source: where the case comes from (``folder``, ``generated``).
     """
 
     name: str
     volumes: PairVolumes
     landmarks: int
-    fixed_center: np.ndarray
     fixed_mask_center: np.ndarray
-    moving_mask_center: np.ndarray
     initial: dict
     source: str
 
@@ -128,9 +126,7 @@ def make_case(name: str, fixed: Image, moving: Image, fixed_channels: Sequence[n
         tensor(signed_distance_mm(moving_channels[0], moving.grid, SDM_CLIP_MM)[None]),
     )
     fixed_gland = Image(fixed_channels[0].astype(np.uint8), fixed.grid)
-    moving_gland = Image(moving_channels[0].astype(np.uint8), moving.grid)
-    return TrainingCase(name, volumes, len(keep) - 1, image_center(fixed.grid), mask_center(fixed_gland),
-                        mask_center(moving_gland), {}, source)
+    return TrainingCase(name, volumes, len(keep) - 1, center_of_mass_mm(fixed_gland), {}, source)
 
 
 def deepreg_layout(folder: Path) -> bool:
@@ -163,18 +159,15 @@ def cohort_names(folder: Path) -> list:
                                                                           ("fixed", "moving", "fixed_seg", "moving_seg")))
 
 
-def _find(case: Path, stem: str) -> Optional[Path]:
-    found = sorted(p for p in case.iterdir() if p.is_file() and p.name.startswith(stem + "."))
-    return found[0] if found else None
-
-
 def load_cohort_case(folder: Path, name: str, device=None) -> TrainingCase:
+    from MMRegistrationLib.evaluation.cohort import _one as find_one
     from MMRegistrationLib.io.landmarks import read_landmarks
     from MMRegistrationLib.io.segmentations import read_segmentation
 
     case = folder / name
-    fixed, moving = read_image(_find(case, "fixed"), "--data"), read_image(_find(case, "moving"), "--data")
-    segs = [read_segmentation(_find(case, s), "--data") for s in ("fixed_seg", "moving_seg")]
+    fixed = read_image(find_one(case, "fixed", "--data", True), "--data")
+    moving = read_image(find_one(case, "moving", "--data", True), "--data")
+    segs = [read_segmentation(find_one(case, s, "--data", True), "--data") for s in ("fixed_seg", "moving_seg")]
     from MMRegistrationLib.spatial.resample import resample_labels
 
     channels = []
@@ -183,7 +176,7 @@ def load_cohort_case(folder: Path, name: str, device=None) -> TrainingCase:
         label = gland_label(labelmap)
         if label is None:
             raise InputError("--data", f"case {name}: {stem.split('_')[0]}_seg is empty on its image's grid")
-        path = _find(case, stem)
+        path = find_one(case, stem, "--data", False)
         points = read_landmarks(path, "--data") if path is not None else None
         channels.append([labelmap.array == label, *_sphere_channels(points, image.grid, LANDMARK_RADIUS_MM)])
     return make_case(name, fixed, moving, channels[0], channels[1], "folder", device)
@@ -227,28 +220,21 @@ def generated_case(seed: int, scale: float, device=None) -> TrainingCase:
     return make_case(f"generated{seed}", case.fixed, case.moving, fixed_channels, moving_channels, "generated", device)
 
 
-def initial_maps(case: TrainingCase, init: str, grid_center: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The 4x4 fixed -> moving initial transform of ``case`` for ``init`` (cached in ``case.initial``):
-    ``center`` maps ``grid_center`` onto the moving gland's centre of mass (004), ``com`` the fixed gland's centre
-    of mass onto the moving one's, ``rigid-mask`` is :func:`~MMRegistrationLib.registration.initializers.rigid_mask_init`
-    from ``com`` (003)."""
-    key = (init, tuple(np.round(grid_center, 6)))
-    if key not in case.initial:
-        matrix = np.eye(4)
+def initial_map(case: TrainingCase, init: str, seed: int = 0) -> np.ndarray:
+    """The 4x4 fixed -> moving initial transform of ``case`` for ``init`` (cached in ``case.initial``), computed by
+    the initialisers registration uses (``center``, ``com``, ``rigid-mask`` from ``com``) on the gland masks."""
+    if init not in case.initial:
+        v = case.volumes
+        fixed_seg = Image(v.fixed_labels[0].cpu().numpy().astype(np.uint8), v.fixed_grid)
+        moving_seg = Image(v.moving_labels[0].cpu().numpy().astype(np.uint8), v.moving_grid)
         if init == "center":
-            matrix[:3, 3] = case.moving_mask_center - grid_center
-        elif init == "com":
-            matrix[:3, 3] = case.moving_mask_center - case.fixed_mask_center
+            transform = center_init(v.fixed_grid, v.moving_grid, moving_seg)
         else:
-            from MMRegistrationLib.registration.initializers import center_of_mass_init, rigid_mask_init
-
-            v = case.volumes
-            fixed_seg = Image(v.fixed_labels[0].cpu().numpy().astype(np.uint8), v.fixed_grid)
-            moving_seg = Image(v.moving_labels[0].cpu().numpy().astype(np.uint8), v.moving_grid)
-            start = center_of_mass_init(fixed_seg, moving_seg)
-            matrix = rigid_mask_init(fixed_seg, moving_seg, initial=start, seed=seed).matrix
-        case.initial[key] = np.asarray(matrix, dtype=np.float64)
-    return case.initial[key]
+            transform = center_of_mass_init(fixed_seg, moving_seg)
+            if init == "rigid-mask":
+                transform = rigid_mask_init(fixed_seg, moving_seg, initial=transform, seed=seed)
+        case.initial[init] = np.asarray(transform.matrix, dtype=np.float64)
+    return case.initial[init]
 
 
 def load_cases(loaders: Sequence, monitor: Monitor, label: str) -> list:

@@ -31,7 +31,7 @@ def _net(**changes) -> RegistrationNet:
     (dict(inputs=("fixed", "moving", "labels")), "inputs", ["optionally"]),
     (dict(architecture="transformer"), "architecture", ["unet, dual-stream"]),
     (dict(output="affine"), "output", ["svf, ddf"]),
-    (dict(center="fixed-mask", init="center"), "center", ["fixed mask"]),
+    (dict(center="fixed-mask", init="center"), "center", ["'com' or 'rigid-mask'"]),
     (dict(channels=(4,)), "channels", ["two or more"]),
     (dict(grid_spacing_mm=0), "grid_spacing_mm", ["positive"]),
 ])

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import covering_grid, phantom_labels
 from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.registration.initializers import (
     RigidMaskConfig,
     center_of_mass_init,
@@ -104,3 +106,19 @@ def test_pose_model_single_vector_map_equals_the_batched_one():
         batch, batch_offset = model.linear(params[None])
         np.testing.assert_allclose(one.numpy(), batch[0].numpy(), atol=1e-12)
         np.testing.assert_allclose(one_offset.numpy(), batch_offset[0].numpy(), atol=1e-12)
+
+
+def test_center_init_takes_the_fixed_image_centre_to_the_moving_gland_or_image_centre():
+    from MMRegistrationLib.registration.initializers import center_init
+
+    fixed = Grid.from_geometry((10, 12, 14), (1.0, 1.5, 2.0), (-5.0, 3.0, 40.0))
+    moving = Grid.from_geometry((20, 20, 20), (1.0, 1.0, 1.0), (10.0, 0.0, 0.0))
+    seg = np.zeros(moving.shape, dtype=np.uint8)
+    seg[4:6, 2:4, 8:10] = 3  # the lowest label is the gland when there is no label 1
+    seg[15, 15, 15] = 5
+    gland = moving.index_to_world(np.argwhere(seg == 3)[:, ::-1].mean(axis=0))
+    shift = center_init(fixed, moving, Image(seg, moving)).matrix[:3, 3]
+    assert np.allclose(fixed.center + shift, gland)
+    assert np.allclose(center_init(fixed, moving).matrix[:3, 3], moving.center - fixed.center)
+    empty = Image(np.zeros(moving.shape, dtype=np.uint8), moving)
+    assert np.allclose(center_init(fixed, moving, empty).matrix[:3, 3], moving.center - fixed.center)

@@ -52,8 +52,7 @@ def test_forward_and_inverse_agree_and_the_field_is_not_trivial(case):
     assert record["init"] == "center"  # what the weights were trained after
     points = _probe_points(inputs)
     mapped = result.transform.map_points(points)
-    initial = torch.as_tensor(np.asarray(record["method_info"]["max_displacement_mm"]))
-    assert float(initial) > 0.3  # the network moved something
+    assert record["method_info"]["max_displacement_mm"] > 0.3  # the network moved something
     back = result.inverse.map_points(mapped)
     error = (back - points).norm(dim=1)  # exp(v) and exp(-v) on the 5 mm network grid, trilinear in between
     assert float(error.max()) < 0.1 and float(error.median()) < 0.05
@@ -99,6 +98,9 @@ def test_the_inputs_the_weights_take_are_required_by_name(case):
     both = _weights(folder, inputs=("fixed", "moving", "moving_mask", "fixed_mask"), init="com", center="fixed-mask")
     no_fixed = RegistrationInputs(inputs.fixed, inputs.moving, None, inputs.moving_seg)
     expect_input_error(lambda: _register(no_fixed, both), "--fixed-seg", "'com'")
+    centred_on_fixed_gland = _weights(folder, inputs=("fixed", "moving"), init="rigid-mask", center="fixed-mask")
+    expect_input_error(lambda: run_registration("net", no_fixed, init="none", options={"weights": centred_on_fixed_gland}),
+                       "--fixed-seg", "centred on the fixed (TRUS) gland")
     images_only = _weights(folder, inputs=("fixed", "moving"))
     result, record = _register(RegistrationInputs(inputs.fixed, inputs.moving), images_only)
     assert record["init"] == "center" and result.inverse is not None

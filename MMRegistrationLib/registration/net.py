@@ -65,6 +65,11 @@ class NetConfig(MethodConfig):
     precision: str = option("auto", "arithmetic of the forward pass; auto = the weights' training precision on a "
                             "CPU with native bfloat16, else float32", choices=PRECISION_CHOICES)
 
+    @property
+    def shown_weights(self) -> str:
+        """The weights as named in messages (the default's name when none was given)."""
+        return self.weights or resolve_weights_path(self.weights).stem
+
     def check(self) -> None:
         """The weights exist and their sidecar is readable (before any image is read)."""
         from MMRegistrationLib.networks.weights import read_sidecar
@@ -83,7 +88,7 @@ def required_init(config: NetConfig, inputs: RegistrationInputs) -> str:
     init = network.config.init
     if init in ("com", "rigid-mask") and not inputs.has_segmentations:
         missing = "--fixed-seg" if inputs.fixed_seg is None else "--moving-seg"
-        raise InputError(missing, f"these weights ({config.weights}) were trained after '{init}', which needs "
+        raise InputError(missing, f"these weights ({config.shown_weights}) were trained after '{init}', which needs "
                                   "--fixed-seg and --moving-seg (or give --init none with a close --initial-transform)")
     return init
 
@@ -171,7 +176,7 @@ def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: N
     device = torch.device(device) if device is not None else torch.device("cpu")
     t0 = time.perf_counter()
     network, meta = load_registration_net(config.weights, device)
-    check_inputs(network, inputs, config.weights)
+    check_inputs(network, inputs, config.shown_weights)
     monitor.report(0.1, "network: sampling the inputs on its grid")
     grid, x = prepare_inputs(network, inputs, initial, device)
     precision = _precision(config, meta, device)

@@ -83,3 +83,11 @@ def test_the_recorded_command_repeats_the_shipped_runs_first_validation(tmp_path
     repeated = json.loads((tmp_path / "mix_plus.json").read_text())["training"]["log"][0]
     for key in ("loss", "validation_dice", "validation_tre_mm"):
         assert repeated[key] == first[key] or (np.isnan(repeated[key]) and np.isnan(first[key])), key
+
+
+def test_without_the_mr_mask_the_default_network_names_itself_and_the_option(tmp_path, capsys):
+    case = sample_case_paths()
+    code = main(["register", "--method", "net", "--fixed", str(case["fixed"]), "--moving", str(case["moving"]),
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "--moving-seg: these weights (mix_plus) need --moving-seg" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``mmreg``: the command line of the engine. Subcommands: register, demo, generate, evaluate, train-disa, disa-heatmap,
+"""``mmreg``: the command line of the engine. Subcommands: register, refine, demo, generate, evaluate, train-disa, disa-heatmap,
 methods."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, register, train_disa, train_net
+    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, refine, register, train_disa, train_net
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register.add_parser(sub)
+    refine.add_parser(sub)
     demo.add_parser(sub)
     generate.add_parser(sub)
     evaluate.add_parser(sub)

@@ -222,10 +222,12 @@ class AdditiveDecoder(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.heads[level](x.float())
 
-    def forward(self, features: list) -> torch.Tensor:
+    def forward(self, features: list, finest: int = 0) -> torch.Tensor:
+        """The field at the resolution of ``features[finest]`` (0 = the input's; 1 = half of it, the levels below
+        skipped: test-time optimisation's cheaper correction), in finest-grid voxels."""
         x = features[-1]
         field = self._head(len(features) - 1, x)
-        for level in reversed(range(len(features) - 1)):
+        for level in reversed(range(finest, len(features) - 1)):
             skip = features[level]
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = self.merge[level](torch.cat([x, skip.to(x.dtype)], dim=1))
@@ -255,11 +257,26 @@ class RegistrationNet(nn.Module):
         c = self.config
         return (*c.fixed_inputs, *c.moving_inputs) if c.architecture == "dual-stream" else c.inputs
 
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial size of an input must be a multiple of this (one halving per level below the finest)."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """``x`` is ``(B, len(inputs), D, H, W)`` with each of D, H, W a multiple of :attr:`size_multiple` (the
+        network was trained on ``grid_size^3``; test-time optimisation also feeds it crops)."""
+        channels, multiple = len(self.config.inputs), self.size_multiple
+        if x.ndim != 5 or x.shape[1] != channels or any(int(n) % multiple or not n for n in x.shape[2:]):
+            raise ValueError(f"RegistrationNet: input must be (B, {channels}, D, H, W) with D, H, W multiples of "
+                             f"{multiple}, got {tuple(x.shape)}")
+
+    def decode(self, features: list, finest: int = 0) -> torch.Tensor:
+        """The field from the encoder's features (grid voxels, ``k, j, i``) at the resolution of level ``finest``."""
+        return self.decoder(features, finest) * float(self.config.output_scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (len(self.config.inputs), *(self.config.grid_size,) * 3)
-        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"RegistrationNet: input must be (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-        return self.decoder(self.encoder(x)) * float(self.config.output_scale)
+        self.check_input(x)
+        return self.decode(self.encoder(x))
 
 
 # ---- weights -----------------------------------------------------------------------------------------------------

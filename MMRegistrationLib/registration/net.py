@@ -21,7 +21,7 @@ import torch
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.core.options import MethodConfig, option
+from MMRegistrationLib.core.options import option
 from MMRegistrationLib.networks.registration import (
     INPUT_OPTIONS,
     RegistrationNet,
@@ -31,6 +31,7 @@ from MMRegistrationLib.networks.registration import (
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
 from MMRegistrationLib.registration.deformable import SVF_SPACE, VelocitySource, finish_velocity
 from MMRegistrationLib.registration.initializers import center_of_mass_mm, gland_label
+from MMRegistrationLib.registration.rso_config import TuningOptions
 from MMRegistrationLib.registration.net_geometry import (
     PairVolumes,
     network_grid,
@@ -43,9 +44,6 @@ from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
 from MMRegistrationLib.spatial.jacobian import jacobian_determinant
 
-PRECISION_CHOICES = ("auto", "float32", "bfloat16")
-
-
 def weights_option(value, argument: str) -> str:
     """``parse`` of ``--weights``: '' (the shipped default), a shipped network's name or an existing ``.pt`` file."""
     text = str(value)
@@ -56,14 +54,16 @@ def weights_option(value, argument: str) -> str:
 
 
 @dataclass(frozen=True)
-class NetConfig(MethodConfig):
-    """Options of ``--method net``."""
+class NetConfig(TuningOptions):
+    """Options of ``--method net``: the network, and optionally image-specific optimisation (ISO, paper 002) after
+    its forward pass, with the test-time optimisation options (:class:`TuningOptions`)."""
 
     weights: str = option("", "the network: a shipped name (mix_plus = images + moving gland mask, paper 004; "
                           "both_masks; srml = paper 003) or a .pt file with its .json sidecar (default: mix_plus)",
                           parse=weights_option, advanced=False)
-    precision: str = option("auto", "arithmetic of the forward pass; auto = the weights' training precision on a "
-                            "CPU with native bfloat16, else float32", choices=PRECISION_CHOICES)
+    iso_iterations: int = option(0, "image-specific optimisation after the forward pass (paper 002: 100): "
+                                 "fine-tune the network on this case over the whole fixed image; 0 = off",
+                                 minimum=0, maximum=100000, advanced=False)
 
     @property
     def shown_weights(self) -> str:
@@ -79,6 +79,8 @@ class NetConfig(MethodConfig):
             raise InputError("--weights", f"the shipped network {path.name} is missing from {path.parent}; "
                                           "reinstall the extension or train one with mmreg train-net")
         read_sidecar(path, "--weights")
+        if self.iso_iterations > 0:
+            super().check()
 
 
 def required_init(config: NetConfig, inputs: RegistrationInputs) -> str:
@@ -93,8 +95,9 @@ def required_init(config: NetConfig, inputs: RegistrationInputs) -> str:
     return init
 
 
-def check_inputs(network: RegistrationNet, inputs: RegistrationInputs, weights: str) -> None:
-    """Every input the network takes is given (else :class:`InputError` naming the option)."""
+def check_inputs(network: RegistrationNet, inputs: RegistrationInputs, weights: str, grid_centre: bool = True) -> None:
+    """Every input the network takes is given (else :class:`InputError` naming the option); with ``grid_centre``
+    also what its grid is centred on (test-time optimisation chooses its own grids)."""
     for name, flag in INPUT_OPTIONS.items():
         seg = inputs.moving_seg if name == "moving_mask" else inputs.fixed_seg
         if name in network.config.inputs and seg is None:
@@ -103,7 +106,7 @@ def check_inputs(network: RegistrationNet, inputs: RegistrationInputs, weights: 
                                    "as an input")
         if name in network.config.inputs and gland_label(seg) is None:
             raise InputError(flag, "the segmentation is empty; the network needs the gland mask")
-    if network.config.center == "fixed-mask" and (inputs.fixed_seg is None or gland_label(inputs.fixed_seg) is None):
+    if grid_centre and network.config.center == "fixed-mask" and (inputs.fixed_seg is None or gland_label(inputs.fixed_seg) is None):
         raise InputError("--fixed-seg", f"these weights ({weights}) work on a grid centred on the fixed (TRUS) gland: "
                                         "give its segmentation")
 
@@ -154,13 +157,13 @@ def prepare_inputs(network: RegistrationNet, inputs: RegistrationInputs, initial
     return grid, network_inputs(config, network.input_order, sampled)[None].to(device)
 
 
-def _precision(config: NetConfig, meta: dict, device: torch.device) -> str:
+def network_precision(option_value: str, meta: dict, device: torch.device) -> str:
     """``auto``: on a CPU with native bfloat16, the precision the weights were trained in; float32 elsewhere (a GPU:
     the float32 results a CPU reproduces; a CPU without native bfloat16, where emulating it is slower)."""
     from MMRegistrationLib.similarity.disa import native_bfloat16
 
-    if config.precision != "auto":
-        return config.precision
+    if option_value != "auto":
+        return option_value
     trained = str(((meta.get("training") or {}).get("config") or {}).get("precision", "float32"))
     if device.type == "cpu" and trained == "bfloat16" and native_bfloat16(device):
         return "bfloat16"
@@ -179,7 +182,7 @@ def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: N
     check_inputs(network, inputs, config.shown_weights)
     monitor.report(0.1, "network: sampling the inputs on its grid")
     grid, x = prepare_inputs(network, inputs, initial, device)
-    precision = _precision(config, meta, device)
+    precision = network_precision(config.precision, meta, device)
     source = NetworkVelocity(network, x, grid, precision)
     monitor.check("network")
     monitor.report(0.4, f"network: forward pass ({precision})")
@@ -204,8 +207,25 @@ def net_register(inputs: RegistrationInputs, initial: AffineTransform, config: N
                          "origin_mm": grid.origin.tolist(), "direction": grid.direction.tolist()},
         **finished,
     }
-    return RegistrationResult(transform, inverse, {"prepare": t1 - t0, "forward": t2 - t1,
-                                                   "finish": time.perf_counter() - t2}, info)
+    seconds = {"prepare": t1 - t0, "forward": t2 - t1, "finish": time.perf_counter() - t2}
+    if config.iso_iterations > 0:
+        transform, inverse = _image_specific(inputs, (transform, inverse), network, grid, config, precision, device,
+                                             monitor, info)
+        seconds["iso"] = info["iso"]["seconds"]
+    return RegistrationResult(transform, inverse, seconds, info)
+
+
+def _image_specific(inputs: RegistrationInputs, general: tuple, network: RegistrationNet, grid: Grid,
+                    config: NetConfig, precision: str, device, monitor, info: dict) -> tuple:
+    """ISO (paper 002) on a copy of the network after its forward pass; the step's record goes to ``info['iso']``."""
+    import copy
+
+    from MMRegistrationLib.registration.rso import tune_step
+
+    step = tune_step(inputs, general[0], general[1], copy.deepcopy(network), grid, None, config,
+                     config.iso_iterations, precision, device, monitor.stage(0.75, 1.0), "ISO")
+    info["iso"] = step.info
+    return step.transform, step.inverse
 
 
 class _FixedVelocity(VelocitySource):

@@ -29,11 +29,20 @@ PARAMETER_PROPERTY = "SlicerParameterName"
 
 _INT_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 
+OPTION_SETS = {"refine": ("MMRegistrationLib.registration.rso_config", "RefineConfig")}
+"""Option sets of the modules that are not registration methods: name -> (engine module, configuration dataclass).
+``refine``: one refinement step (ISO or RSO) of the RSO Refine module (``RefinementSession.refine``)."""
+
 
 def option_specs(method: str) -> dict:
     """Engine option name -> its :class:`~MMRegistrationLib.core.options.OptionSpec` for ``method`` (``preset``
-    included for a method with presets). Raises ImportError where the engine cannot be imported and ValueError (the
-    engine's InputError) for an unknown method."""
+    included for a method with presets), a registration method or one of :data:`OPTION_SETS`. Raises ImportError
+    where the engine cannot be imported and ValueError (the engine's InputError) for an unknown method."""
+    if method in OPTION_SETS:
+        import importlib
+
+        module, name = OPTION_SETS[method]
+        return {spec.name: spec for spec in getattr(importlib.import_module(module), name).options()}
     from MMRegistrationLib.registration.methods import get_method
 
     return {spec.name: spec for spec in get_method(method).options}

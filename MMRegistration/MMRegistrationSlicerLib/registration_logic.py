@@ -1,6 +1,6 @@
-"""GUI-free logic shared by the registration modules (SINR Registration, DISA Similarity; RSO later): MRML nodes
-in, the engine's ``run_registration`` for one method, MRML nodes out. The scene is passed explicitly, so it runs
-inside Slicer and on the PyPI ``slicer-core`` (where the tests exercise it).
+"""GUI-free logic shared by the registration modules (SINR Registration, DISA Similarity; RSO Refine uses its input,
+ROI and output helpers): MRML nodes in, the engine's ``run_registration`` for one method, MRML nodes out. The scene
+is passed explicitly, so it runs inside Slicer and on the PyPI ``slicer-core`` (where the tests exercise it).
 
 Geometry (all conversions in :mod:`MMRegistrationSlicerLib.bridge`):
 
@@ -57,6 +57,35 @@ def _same(a, b) -> bool:
 
 def _name(node) -> str:
     return f"'{node.GetName()}'"
+
+
+def roi_box(roi, fixed_image=None):
+    """The engine's box (``OrientedBox``, LPS mm) of a markups ROI node in world coordinates (orientation and linear
+    parent transforms included), checked against ``fixed_image`` (an engine ``Image``) when given: it must select
+    part of it. Raises ValueError whose message starts with ``ROI`` and names the node."""
+    if not roi.IsA("vtkMRMLMarkupsROINode"):
+        raise ValueError(f"ROI: {_name(roi)} is a {roi.GetClassName()}, not a markups ROI (box)")
+    try:
+        bridge.parent_to_world_matrix_ras(roi)  # refuses a non-linear parent transform
+        box = bridge.box_from_roi(roi, argument="ROI")
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith("ROI") else f"ROI {_name(roi)}: {message}") from None
+    if fixed_image is not None:
+        from MMRegistrationLib.io.regions import check_region
+
+        # an InputError (a ValueError); stated in RAS, the coordinates the Slicer user sees
+        check_region(box, fixed_image, argument=f"ROI {_name(roi)}", coordinates="RAS")
+    return box
+
+
+def flatten_transform(transform, grid):
+    """What an output transform node holds: a linear transform as it is, any other one as one displacement field on
+    ``grid`` (the engine's output grid of it: the grid itself, coarsened when very large)."""
+    from MMRegistrationLib.registration.pipeline import output_grid
+    from MMRegistrationLib.spatial.displacement import DisplacementField
+
+    return transform if transform.is_linear else DisplacementField.from_transform(transform, output_grid(grid))
 
 
 @dataclass
@@ -204,20 +233,7 @@ class RegistrationLogic:
         if roi is None:
             return None
         self._check_takes_region(roi)
-        if not roi.IsA("vtkMRMLMarkupsROINode"):
-            raise ValueError(f"ROI: {_name(roi)} is a {roi.GetClassName()}, not a markups ROI (box)")
-        try:
-            bridge.parent_to_world_matrix_ras(roi)  # refuses a non-linear parent transform
-            box = bridge.box_from_roi(roi, argument="ROI")
-        except ValueError as err:
-            message = str(err)
-            raise ValueError(message if message.startswith("ROI") else f"ROI {_name(roi)}: {message}") from None
-        if fixed_image is not None:
-            from MMRegistrationLib.io.regions import check_region
-
-            # an InputError (a ValueError); stated in RAS, the coordinates the Slicer user sees
-            check_region(box, fixed_image, argument=f"ROI {_name(roi)}", coordinates="RAS")
-        return box
+        return roi_box(roi, fixed_image)
 
     def initial_transform(self, node):
         """The engine's fixed -> moving start from a linear transform node (its FromWorld mapping), or None."""
@@ -327,17 +343,13 @@ class RegistrationLogic:
         """Every output as engine objects (no node is touched): flattened transforms, warped image, propagated
         masks, metrics before and after."""
         from MMRegistrationLib.evaluation import evaluate_case
-        from MMRegistrationLib.registration.pipeline import output_grid
-        from MMRegistrationLib.spatial.displacement import DisplacementField
         from MMRegistrationLib.spatial.resample import resample, resample_labels
 
-        def flattened(transform, grid):
-            return transform if transform.is_linear else DisplacementField.from_transform(transform, output_grid(grid))
-
-        out = {"forward": flattened(result.transform, inputs.fixed.grid), "inverse": None, "warped": None, "masks": None}
+        out = {"forward": flatten_transform(result.transform, inputs.fixed.grid), "inverse": None, "warped": None,
+               "masks": None}
         monitor.report(0.2, "flattening the transform")
         if inverse and result.inverse is not None:
-            out["inverse"] = flattened(result.inverse, inputs.moving.grid)
+            out["inverse"] = flatten_transform(result.inverse, inputs.moving.grid)
         monitor.report(0.35, "resampling")
         if warped:
             image = resample(inputs.moving, inputs.fixed.grid, result.transform, interpolation="linear")

@@ -355,3 +355,152 @@ def disa_descriptor_pictures_share_one_colour_space(scene, case_dir: Optional[Pa
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(same.fixed_volume),
                                   slicer.util.arrayFromVolume(same.moving_volume))
     return {"spacing_mm": result.spacing_mm, "counts": result.counts, "black_fraction": float(black)}
+
+
+# ---- RSO Refine module ------------------------------------------------------------------------------------------
+RSO_QUICK = {"iterations": 5}
+"""Refinement options that keep the scenarios short (about 0.5 s per iteration over the whole image on two CPU
+cores, less in a box); enough to change the transform, not to converge."""
+
+
+def rso_logic_on_sample_case(scene, case_dir: Optional[Path] = None, **inputs) -> tuple:
+    """``(nodes, RSORefineLogic)`` with the sample case's volumes, segmentations and landmarks set as inputs (CPU);
+    ``inputs`` adds or overrides :meth:`RSORefineLogic.set_inputs` arguments."""
+    from MMRegistrationSlicerLib.rso_logic import RSORefineLogic
+
+    nodes = load_sample_case(scene, case_dir)
+    logic = RSORefineLogic(scene)
+    arguments = dict(fixed_segmentation=nodes["fixed_seg"], moving_segmentation=nodes["moving_seg"],
+                     fixed_landmarks=nodes["fixed_landmarks"], moving_landmarks=nodes["moving_landmarks"],
+                     device="cpu")
+    assert logic.set_inputs(nodes["fixed"], nodes["moving"], **{**arguments, **inputs})
+    return nodes, logic
+
+
+def grid_field(node) -> np.ndarray:
+    """A copy of a grid transform node's displacement field (RAS, ``(K, J, I, 3)``)."""
+    import slicer
+
+    return np.array(slicer.util.arrayFromGridTransform(node), copy=True)
+
+
+def assert_output_shows(logic, nodes: dict, step, points: np.ndarray, tolerance: float = 0.05) -> None:
+    """The logic's output node is a grid transform, the parent of the moving volume and segmentation (the fixed ones
+    stay under none), and maps ``points`` (LPS) as ``step``'s engine transform does."""
+    node = logic.output_transform
+    assert node is not None and node.IsA("vtkMRMLGridTransformNode"), node
+    for name in ("moving", "moving_seg"):
+        assert nodes[name].GetTransformNodeID() == node.GetID(), name
+    for name in ("fixed", "fixed_seg"):
+        assert nodes[name].GetTransformNodeID() is None, name
+    assert node.GetNodeReferenceID(bridge.MOVING_ROLE) == nodes["moving"].GetID()
+    error = np.abs(_map_through_node(node, points) - step.transform.map_points_np(points)).max()
+    assert error < tolerance, (step.name, error)
+
+
+def rso_refines_sample_case(scene, case_dir: Optional[Path] = None, options: Optional[dict] = None) -> dict:
+    """The RSO Refine workflow on the sample case: general model -> ISO -> a 40 mm box at the gland's centre -> RSO
+    (``options``, default 5 iterations). The history has one row per step with its iterations, time, final loss,
+    gland DSC and TRE; the general model aligns the gland (DSC > 0.8); after each step the output grid transform (the
+    moving volume's and segmentation's parent) maps gland points as the step's engine transform does; the RSO
+    correction is confined to the box (outside it the field is the ISO step's); undo and redo restore the output
+    exactly and show_step writes an earlier step without changing the history. Returns the nodes, logic, steps and
+    fields."""
+    nodes, logic = rso_logic_on_sample_case(scene, case_dir)
+    options = dict(RSO_QUICK if options is None else options)
+    points = _gland_points(scene, nodes["fixed_seg"])
+    general = logic.register_general()
+    assert_output_shows(logic, nodes, general, points)
+    output_id = logic.output_transform.GetID()
+    iso = logic.refine_whole_image(options)
+    assert_output_shows(logic, nodes, iso, points)
+    assert logic.output_transform.GetID() == output_id  # the same node, refilled
+    iso_field = grid_field(logic.output_transform)
+    centre = logic.gland_center_ras()
+    roi = logic.place_box(centre)
+    box = bridge.box_from_roi(roi)
+    np.testing.assert_allclose(box.size, [40.0, 40.0, 40.0], atol=1e-9)
+    np.testing.assert_allclose(bridge.ras_from_lps(box.center), centre, atol=1e-9)
+    rso = logic.refine_in_box(roi, options)
+    assert_output_shows(logic, nodes, rso, points)
+    rso_field = grid_field(logic.output_transform)
+
+    rows = logic.history_rows()
+    assert [r["step"] for r in rows] == ["general", "ISO", "RSO box 1"], rows
+    assert [r["shown"] for r in rows] == [False, False, True], rows
+    assert [r["iterations"] for r in rows] == [0, options.get("iterations", 5), options.get("iterations", 5)], rows
+    assert rows[0]["box"] == rows[1]["box"] == "" and rows[2]["box"].endswith("40 x 40 x 40"), rows
+    assert rows[0]["loss"] is None and all(np.isfinite(r["loss"]) and r["seconds"] > 0 for r in rows[1:]), rows
+    assert rows[0]["dice"] > 0.8 and all(0 < r["dice"] <= 1 and r["tre_mean_mm"] >= 0 for r in rows), rows
+    assert not np.array_equal(iso_field, rso_field), "RSO changed nothing"
+
+    # the correction is confined to the box: beyond two voxels of the step grid from its faces (the interpolation
+    # of the correction at the network's spacing) the field is the ISO step's
+    fixed_grid = bridge.image_from_volume(nodes["fixed"]).grid
+    local = (fixed_grid.world_points() - box.center) @ box.axes
+    reach = 2 * max(rso.info["step_grid"]["spacing_mm"]) + 0.5
+    outside = np.any(np.abs(local) > box.half_size + reach, axis=-1)
+    assert outside.any() and (~outside).any()
+    assert np.abs(rso_field[outside] - iso_field[outside]).max() < 1e-4, np.abs(rso_field - iso_field)[outside].max()
+
+    steps = logic.session.steps
+    assert logic.undo() is steps[1] and logic.shown_index == 1
+    np.testing.assert_array_equal(grid_field(logic.output_transform), iso_field)
+    assert [r["step"] for r in logic.history_rows()] == ["general", "ISO"]
+    assert logic.redo() is steps[2] and logic.shown_index == 2
+    np.testing.assert_array_equal(grid_field(logic.output_transform), rso_field)
+    assert logic.show_step(0) is steps[0]
+    assert_output_shows(logic, nodes, general, points)
+    assert [r["shown"] for r in logic.history_rows()] == [True, False, False]
+    assert [r["step"] for r in logic.history_rows()] == [r["step"] for r in rows]
+    logic.show_step(2)
+    np.testing.assert_array_equal(grid_field(logic.output_transform), rso_field)
+    assert logic.output_transform.GetID() == output_id
+    return {"nodes": nodes, "logic": logic, "roi": roi, "steps": steps, "iso_field": iso_field,
+            "rso_field": rso_field}
+
+
+def rso_cancel_leaves_history_and_output_unchanged(scene, case_dir: Optional[Path] = None) -> None:
+    """Cancelling a step (RSO, ISO, the general model) at its first progress report stops it with ``Cancelled``; the
+    history, the output node's field, the moving volume's parent and the scene's nodes are unchanged."""
+    nodes, logic = rso_logic_on_sample_case(scene, case_dir)
+    logic.register_general()
+    roi = logic.place_box(logic.gland_center_ras())
+    rows, field, count = logic.history_rows(), grid_field(logic.output_transform), scene.GetNumberOfNodes()
+    for run in (lambda progress, cancel: logic.refine_in_box(roi, RSO_QUICK, progress, cancel),
+                lambda progress, cancel: logic.refine_whole_image(RSO_QUICK, progress, cancel),
+                lambda progress, cancel: logic.register_general(None, progress, cancel)):
+        _cancel_after_first_report(run)
+        assert logic.history_rows() == rows, (rows, logic.history_rows())
+        np.testing.assert_array_equal(grid_field(logic.output_transform), field)
+        assert nodes["moving"].GetTransformNodeID() == logic.output_transform.GetID()
+        assert scene.GetNumberOfNodes() == count, (count, scene.GetNumberOfNodes())
+    assert not logic.session.can_redo
+
+
+def rso_starts_from_a_transform_node(scene, case_dir: Optional[Path] = None) -> dict:
+    """A linear starting transform node is the first step of the session: the output node shows it (exactly: a
+    constant field), the same inputs keep the session, ISO refines from it, and undo back to nothing leaves the
+    identity in the output node (the moving volume still under it)."""
+    from MMRegistrationLib.spatial.affine import AffineTransform
+
+    start = AffineTransform.from_translation([1.5, -2.0, 0.5])
+    start_node = bridge.transform_node_from_engine(start, scene, "manual alignment")
+    nodes, logic = rso_logic_on_sample_case(scene, case_dir, starting_transform=start_node)
+    points = _gland_points(scene, nodes["fixed_seg"])
+    rows = logic.history_rows()
+    assert [(r["step"], r["shown"], r["iterations"]) for r in rows] == [("initial (manual alignment)", True, 0)], rows
+    assert_output_shows(logic, nodes, logic.session.current, points, tolerance=1e-6)
+    np.testing.assert_allclose(logic.session.current.transform.map_points_np(points), start.map_points_np(points))
+    assert not logic.set_inputs(nodes["fixed"], nodes["moving"], nodes["fixed_seg"], nodes["moving_seg"],
+                                fixed_landmarks=nodes["fixed_landmarks"], moving_landmarks=nodes["moving_landmarks"],
+                                starting_transform=start_node, device="cpu")
+    iso = logic.refine_whole_image({"iterations": 2})
+    assert [r["step"] for r in logic.history_rows()] == ["initial (manual alignment)", "ISO"]
+    assert_output_shows(logic, nodes, iso, points)
+    logic.undo()
+    logic.undo()
+    assert logic.history_rows() == [] and logic.shown_index is None
+    assert np.abs(grid_field(logic.output_transform)).max() == 0.0
+    assert nodes["moving"].GetTransformNodeID() == logic.output_transform.GetID()
+    return {"nodes": nodes, "logic": logic, "start_node": start_node}

@@ -51,7 +51,7 @@ def _ui_widgets(ui_file) -> dict:
 
 
 def test_there_is_at_least_one_module():
-    assert {"RegistrationEvaluation", "SINRRegistration"} <= set(MODULES)
+    assert {"DISASimilarity", "RegistrationEvaluation", "RSORefine", "SINRRegistration"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -143,9 +143,19 @@ NOT_IN_OPTIONS = {
         "squaring_steps": "deformable detail; the engine's default",
         "output_spacing_mm": "deformable detail; the engine's default",
     },
+    "RSORefine": {  # METHOD "refine": the options of one refinement step (option_widgets.OPTION_SETS)
+        "iterations": "main option (advanced=False) on the command line; in the module's advanced section (OPTIONS, "
+                      "-1 = the engine's default)",
+        "trainable": "a choice: its own combo box (EXPLICIT_OPTIONS; Choice = the engine's choices)",
+        "image_similarity": "a choice: its own combo box (EXPLICIT_OPTIONS; Choice = the engine's choices)",
+        "precision": "a choice: its own combo box (EXPLICIT_OPTIONS; Choice = the engine's choices)",
+        "hold": "a choice: its own combo box (EXPLICIT_OPTIONS; Choice = the engine's choices)",
+        "weights": "a network name or file: the weights line edit (EXPLICIT_OPTIONS; empty = the general step's, "
+                   "mix_plus by default; also the general model's weights)",
+    },
 }
 ENGINE_MODULES = sorted(NOT_IN_OPTIONS)
-SPECIAL_VALUE_TEXT = {"SINRRegistration": "preset", "DISASimilarity": "default"}
+SPECIAL_VALUE_TEXT = {"SINRRegistration": "preset", "DISASimilarity": "default", "RSORefine": "default"}
 """What the .ui shows for the -1 sentinel of the OPTIONS spin boxes (``specialValueText``)."""
 SENTINEL = -1
 NON_ENGINE_CHOICES = {"initialization", "device"}
@@ -197,6 +207,15 @@ def _ui_bound_widgets(ui_file) -> dict:
     return out
 
 
+def _option_set(method: str) -> tuple:
+    """``(option name -> OptionSpec, presets)`` of a registration method or of an option set of the modules that is
+    not one (``option_widgets.OPTION_SETS``: no presets)."""
+    from MMRegistrationLib.registration.methods import get_method
+    from MMRegistrationSlicerLib.option_widgets import OPTION_SETS, option_specs
+
+    return option_specs(method), {} if method in OPTION_SETS else get_method(method).presets
+
+
 def _module_files(module):
     folder = MODULES_DIR / module
     return folder / f"{module}.py", folder / "Resources" / "UI" / f"{module}.ui"
@@ -225,14 +244,12 @@ def test_module_parameters_follow_the_engine_metadata(module):
     special value text, of an option that has no negative values, or the option's minimum), its type and Decimals
     hold the option's values; each Choice is the option's choices (or a pipeline choice); each default is the
     sentinel or the dataclass default; and the .ui carries no copy of the help the metadata gives as tooltip."""
-    from MMRegistrationLib.registration.methods import get_method
     from MMRegistrationLib.registration.pipeline import INITS
 
     module_file, ui_file = _module_files(module)
     method = _module_constant(module_file, "METHOD")
     options, explicit = _module_constant(module_file, "OPTIONS"), _module_constant(module_file, "EXPLICIT_OPTIONS")
-    spec = get_method(method)
-    specs = {s.name: s for s in spec.options}
+    specs, presets = _option_set(method)
     parameters, bound = _parameters(module_file), _ui_bound_widgets(ui_file)
     mapped = {**options, **explicit}
 
@@ -259,7 +276,7 @@ def test_module_parameters_follow_the_engine_metadata(module):
         else:
             assert low == s.minimum, (name, low, s.minimum)
         assert info["default"] == SENTINEL or info["default"] == s.default, (name, info["default"], s.default)
-        values = [s.default] + [p[option] for p in spec.presets.values() if option in p]
+        values = [s.default] + [p[option] for p in presets.values() if option in p]
         assert all(low <= v <= high for v in values if v is not None), (name, (low, high), values)  # reachable
         if s.kind is float and info["decimals"] is not None:  # the spin box shows the option's values exactly
             for value in (v for v in values if v is not None):
@@ -282,7 +299,8 @@ def test_module_parameters_follow_the_engine_metadata(module):
             assert info["type"] == "str" and info["choices"] is None, name
             assert info["default"] == s.default or (s.optional and info["default"] == ""), (name, info["default"])
     choices = {n: i["choices"] for n, i in parameters.items() if i["choices"] is not None}
-    assert set(choices["initialization"]) == {"default", *INITS}
+    if "initialization" in choices:  # RSO Refine has none: its general model starts as its weights say
+        assert set(choices["initialization"]) == {"default", *INITS}
     assert choices["device"][0] == "auto"
 
     duplicated = [name for name in mapped if "toolTip" in bound[name][1]]
@@ -412,3 +430,21 @@ def test_disa_module_passes_its_choices_and_roi_to_the_logic():
     assert list(parameters)[6:11] == ["mode", "search", "similarity", "mask", "options"]
     assert parameters["roi"].default is None and parameters["roi"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert _ui_widgets(ui_file)["heatmapPlaceWidget"] == "qSlicerMarkupsPlaceWidget"
+
+
+def test_rso_module_passes_its_inputs_to_the_logic_in_order():
+    """The module calls ``set_inputs`` positionally with the parameter node's inputs in the order of the GUI-free
+    logic's signature."""
+    import inspect
+
+    from MMRegistrationSlicerLib.rso_logic import RSORefineLogic
+
+    module_file, ui_file = _module_files("RSORefine")
+    call = re.search(r"logic\.set_inputs\(([^)]*)\)", module_file.read_text(encoding="utf-8")).group(1)
+    assert [a.strip() for a in call.split(",")] == [
+        "p.fixedVolume", "p.movingVolume", "p.fixedSegmentation", "p.movingSegmentation", "segmentMapping",
+        "p.fixedLandmarks", "p.movingLandmarks", "p.startingTransform", "p.outputTransform", "p.device", "p.seed"]
+    assert list(inspect.signature(RSORefineLogic.set_inputs).parameters)[1:] == [
+        "fixed_volume", "moving_volume", "fixed_segmentation", "moving_segmentation", "segment_mapping",
+        "fixed_landmarks", "moving_landmarks", "starting_transform", "output_transform", "device", "seed"]
+    assert _ui_widgets(ui_file)["historyTable"] == "QTableWidget"

@@ -36,6 +36,7 @@ import datasets  # noqa: E402
 
 OUT = HERE / "results"
 VALIDATION = tuple(f"obs{n:03d}" for n in range(60, 70))
+TRAINING = tuple(f"obs{n:03d}" for n in range(0, 60))
 BOX_MM = 40.0
 
 
@@ -145,27 +146,59 @@ def _field_points(case: dict, spacing_mm: float = 2.0) -> np.ndarray:
 
 
 # ---- errors ------------------------------------------------------------------------------------------------------
+def local_surface_distance(case: dict, transform) -> float:
+    """Symmetric mean distance (mm) between the fixed gland's surface and the warped moving gland's surface, over
+    the surface voxels inside the box."""
+    from scipy import ndimage
+
+    from MMRegistrationLib.spatial.resample import resample_labels
+
+    grid = case["fixed"].grid
+    fixed = case["fixed_seg"].array == 1
+    warped = resample_labels(case["moving_seg"], grid, transform).array == 1
+    inside = case["box"].contains(grid.world_points())
+    spacing = grid.spacing[::-1]
+    distances = []
+    for a, b in ((fixed, warped), (warped, fixed)):
+        surface_a = a & ~ndimage.binary_erosion(a)
+        surface_b = b & ~ndimage.binary_erosion(b)
+        if not surface_b.any() or not (surface_a & inside).any():
+            return float("nan")
+        to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing)
+        distances.append(to_b[surface_a & inside])
+    return float(np.concatenate(distances).mean())
+
+
+def _landmark_errors(case: dict, transform, before=None) -> dict:
+    flm, mlm, box = case["fixed_landmarks"], case["moving_landmarks"], case["box"]
+    if flm is None or len(flm) == 0:
+        return {}
+    tre = np.linalg.norm(transform.map_points_np(flm) - mlm, axis=-1)
+    inside = box.contains(flm)
+    out = {"landmarks_in_box": int(inside.sum()),
+           "tre_in_box_mm": float(tre[inside].mean()) if inside.any() else float("nan"),
+           "tre_outside_mm": float(tre[~inside].mean()) if (~inside).any() else float("nan")}
+    if before is not None and (~inside).any():
+        out["landmark_drift_outside_mm"] = float(np.linalg.norm(
+            transform.map_points_np(flm[~inside]) - before.map_points_np(flm[~inside]), axis=-1).mean())
+    return out
+
+
 def errors(case: dict, transform, before=None) -> dict:
-    """In-box / outside-box error (mm) and, with ``before``, the mean change outside the box (drift)."""
+    """In-box / outside-box error (mm), landmark TRE in and outside the box, the gland's surface distance in the box,
+    and, with ``before``, the mean change outside the box (drift)."""
     box = case["box"]
+    out = {**_landmark_errors(case, transform, before), "surface_in_box_mm": local_surface_distance(case, transform)}
     if case.get("truth") is not None:
         points = case["points"]
         inside = box.contains(points)
         error = np.linalg.norm(transform.map_points_np(points) - case["truth"].map_points_np(points), axis=-1)
-        out = {"in_box_mm": float(error[inside].mean()), "outside_mm": float(error[~inside].mean()),
-               "in_box_p95_mm": float(np.percentile(error[inside], 95))}
+        out.update({"in_box_mm": float(error[inside].mean()), "outside_mm": float(error[~inside].mean()),
+                    "in_box_p95_mm": float(np.percentile(error[inside], 95))})
         if before is not None:
             out["drift_outside_mm"] = float(np.linalg.norm(transform.map_points_np(points[~inside])
                                                            - before.map_points_np(points[~inside]), axis=-1).mean())
         return out
-    flm, mlm = case["fixed_landmarks"], case["moving_landmarks"]
-    tre = np.linalg.norm(transform.map_points_np(flm) - mlm, axis=-1)
-    inside = box.contains(flm)
-    out = {"in_box_mm": float(tre[inside].mean()),
-           "outside_mm": float(tre[~inside].mean()) if (~inside).any() else float("nan")}
-    if before is not None and (~inside).any():
-        out["drift_outside_mm"] = float(np.linalg.norm(transform.map_points_np(flm[~inside])
-                                                       - before.map_points_np(flm[~inside]), axis=-1).mean())
     return out
 
 
@@ -198,15 +231,14 @@ def run_protocols(case: dict, equal_iterations: bool) -> dict:
 
 
 TUNING = {
-    "default": {},
+    "disa 0.5, bending 0.5": {"image_similarity": "disa", "image_weight": 0.5, "smooth_weight": 0.5},
+    "labels only": {"image_weight": 0.0, "smooth_weight": 0.5},
+    "labels only, bending 5": {"image_weight": 0.0, "smooth_weight": 5.0},
+    "disa 0.1": {"image_similarity": "disa", "image_weight": 0.1, "smooth_weight": 0.5},
+    "disa 0.1, bending 5": {"image_similarity": "disa", "image_weight": 0.1, "smooth_weight": 5.0},
+    "mind 0.5": {"image_similarity": "mind", "image_weight": 0.5, "smooth_weight": 0.5},
     "lr 3e-4 (paper)": {"learning_rate": 3e-4},
-    "lr 5e-3": {"learning_rate": 5e-3},
     "trainable decoder": {"trainable": "decoder"},
-    "trainable all": {"trainable": "all"},
-    "labels only": {"image_weight": 0.0},
-    "image weight 0.1": {"image_weight": 0.1},
-    "image weight 1": {"image_weight": 1.0},
-    "image only (DISA)": {"label_weight": 0.0, "image_weight": 1.0},
     "hold penalty": {"hold": "penalty"},
 }
 
@@ -217,8 +249,15 @@ def run_tuning(case: dict, variants: list) -> dict:
     session = RefinementSession(_inputs(case), device="cpu", metrics=False)
     general = session.register_general()
     rows = {"general": {**errors(case, general.transform), "seconds": general.seconds, "iterations": 0}}
+    from MMRegistrationLib.core.errors import MMRegError
+
     for name in variants:
-        step = session.refine(case["box"], {"iterations": 400, **TUNING[name]})
+        try:
+            step = session.refine(case["box"], {"iterations": 400, **TUNING[name]})
+        except MMRegError as err:  # e.g. a loss that went non-finite: recorded, the other variants go on
+            rows[name] = {"failed": str(err)}
+            log(f"  {name}: failed: {err}")
+            continue
         rows[name] = {**errors(case, step.transform, general.transform), "seconds": step.seconds,
                       "iterations": step.iterations}
         session.undo()
@@ -234,66 +273,132 @@ def summarize(results: list) -> dict:
         arms = list(rows[0]["arms"])
         table = {}
         for arm in arms:
-            keys = rows[0]["arms"][arm].keys()
-            table[arm] = {k: float(np.nanmean([r["arms"][arm].get(k, np.nan) for r in rows])) for k in keys}
+            keys = set().union(*(r["arms"][arm].keys() for r in rows))
+            table[arm] = {k: float(np.nanmean([r["arms"][arm].get(k, np.nan) for r in rows])) for k in keys
+                          if k != "failed"}
+            table[arm]["failed"] = sum("failed" in r["arms"][arm] for r in rows)
         out[source] = {"cases": len(rows), "table": table}
     return out
+
+
+COLUMNS = (("in_box_mm", "in-box error (mm)", 2), ("tre_in_box_mm", "TRE in box (mm)", 2),
+           ("surface_in_box_mm", "gland surface in box (mm)", 2), ("outside_mm", "outside error (mm)", 2),
+           ("tre_outside_mm", "TRE outside (mm)", 2), ("drift_outside_mm", "drift outside (mm)", 3),
+           ("landmark_drift_outside_mm", "landmark drift outside (mm)", 3), ("iterations", "iterations", 0),
+           ("seconds", "seconds", 1))
 
 
 def markdown(summary: dict, title: str, meta: dict) -> str:
     lines = [f"# {title}", "", f"Machine: {meta['platform']}, torch threads {meta['threads']}; {meta['date']}.", ""]
     for source, block in summary.items():
-        lines += [f"## {source} ({block['cases']} cases)", "",
-                  "| arm | in-box error (mm) | outside (mm) | drift outside (mm) | iterations | seconds |",
-                  "|---|---|---|---|---|---|"]
+        keys = [c for c in COLUMNS if any(np.isfinite(v.get(c[0], np.nan)) for v in block["table"].values())]
+        lines += [f"## {source} ({block['cases']} cases; means)", "",
+                  "| arm | " + " | ".join(c[1] for c in keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for arm, v in block["table"].items():
-            lines.append(f"| {arm} | {v.get('in_box_mm', float('nan')):.2f} | {v.get('outside_mm', float('nan')):.2f} "
-                         f"| {v.get('drift_outside_mm', float('nan')):.3f} | {v.get('iterations', 0):.0f} "
-                         f"| {v.get('seconds', float('nan')):.1f} |")
+            lines.append(f"| {arm} | " + " | ".join(f"{v.get(k, float('nan')):.{d}f}" for k, _, d in keys) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def deepreg_boxed_cases(stems, limit: int):
+    """DeepReg pairs whose general-model result has a landmark off by 3 mm or more, with a 40 mm box centred on the
+    worst one (at most ``limit``)."""
+    from MMRegistrationLib.core.box import OrientedBox
+    from MMRegistrationLib.registration.pipeline import run_registration
+
+    count = 0
+    for stem in stems:
+        if count >= limit:
+            return
+        case = datasets.deepreg_case(datasets.DEEPREG_ROOT, stem)
+        if case["fixed_landmarks"] is None:
+            continue
+        result, _ = run_registration("net", _inputs(case), device="cpu")
+        tre = np.linalg.norm(result.transform.map_points_np(case["fixed_landmarks"]) - case["moving_landmarks"], axis=-1)
+        if tre.max() < 3.0:
+            log(f"{stem}: worst landmark {tre.max():.1f} mm < 3 mm; skipped")
+            continue
+        case["box"] = OrientedBox(case["fixed_landmarks"][int(np.argmax(tre))], np.eye(3), np.full(3, BOX_MM / 2))
+        case["notes"] = case["notes"] + [f"worst landmark {tre.max():.1f} mm"]
+        count += 1
+        yield case
+
+
+def timing(threads: int, repeats: int = 2) -> dict:
+    """Quiet timing on the sample case (88x96x112 TRUS, 40x128x128 MR): RSO in a 40 mm box at the gland and ISO, at
+    fixed iteration counts (no early stop) and with the defaults; a warm-up step first (it loads the network and
+    imports what Adam needs). Best of ``repeats``."""
+    from MMRegistrationLib.registration.initializers import center_of_mass_mm
+    from MMRegistrationLib.registration.refinement import RefinementSession, box_at
+
+    case = datasets.sample_case()
+    session = RefinementSession(_inputs(case), device="cpu", metrics=False)
+    session.register_general()
+    box = box_at(center_of_mass_mm(case["fixed_seg"], 1), BOX_MM)
+    session.refine(box, {"iterations": 3})
+    session.undo()
+    runs = {"RSO 400 iterations (40 mm box)": (box, {"iterations": 400, "patience": 100000}),
+            "RSO defaults (early stop)": (box, {}),
+            "ISO 100 iterations": (None, {"iterations": 100, "patience": 100000}),
+            "RSO 400, trainable decoder": (box, {"iterations": 400, "patience": 100000, "trainable": "decoder"}),
+            "RSO 400, float32": (box, {"iterations": 400, "patience": 100000, "precision": "float32"})}
+    out = {}
+    for name, (where, options) in runs.items():
+        best = None
+        for _ in range(repeats):
+            step = session.refine(where, options)
+            session.undo()
+            best = step if best is None or step.seconds < best.seconds else best
+        out[name] = {"seconds": best.seconds, "iterations": best.iterations,
+                     "per_iteration_ms": 1000 * best.seconds / max(1, best.iterations)}
+        log(f"timing {name}: {out[name]}")
+    return {"threads": threads, "case": "sample (88x96x112 TRUS, 40x128x128 MR)", "runs": out}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generated", type=int, default=6, help="generated cases (seeds 0..N-1)")
-    parser.add_argument("--deepreg", action="store_true", help="also the DeepReg validation pairs")
+    parser.add_argument("--deepreg", action="store_true", help="also DeepReg pairs (validation pairs; training pairs "
+                        "with --tuning)")
+    parser.add_argument("--deepreg-cases", type=int, default=10, help="at most this many DeepReg pairs")
     parser.add_argument("--tuning", action="store_true", help="compare RSO variants on generated seeds 300+")
     parser.add_argument("--variants", nargs="+", default=list(TUNING))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timing", action="store_true", help="only the quiet timing on the sample case")
     parser.add_argument("--name", default=None, help="results file stem (default rso / rso_tuning)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     meta = {"platform": platform.platform(), "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M")}
+    if args.timing:
+        result = {"meta": meta, **timing(args.threads)}
+        OUT.mkdir(exist_ok=True)
+        (OUT / "rso_timing.json").write_text(json.dumps(result, indent=1))
+        lines = ["# RSO / ISO timing (quiet machine, sample case)", "", f"Machine: {meta['platform']}, torch threads "
+                 f"{args.threads}; {meta['date']}. Best of 2 after a warm-up step.", "",
+                 "| run | iterations | seconds | ms per iteration |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['iterations']} | {v['seconds']:.2f} | {v['per_iteration_ms']:.1f} |"
+                  for k, v in result["runs"].items()]
+        (OUT / "rso_timing.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     results = []
     seeds = range(300, 300 + args.generated) if args.tuning else range(args.generated)
-    for seed in seeds:
+    for seed in seeds:  # bumped generated cases
         case = bumped_case(seed, 10)
         case["points"] = _field_points(case)
         log(f"{case['name']}: {case['notes'][-1]}")
         arms = run_tuning(case, args.variants) if args.tuning else run_protocols(case, True)
         results.append({"name": case["name"], "source": "generated", "notes": case["notes"], "arms": arms})
         log(f"{case['name']}: {json.dumps(arms)}")
-    if args.deepreg and not args.tuning and datasets.deepreg_available():
-        from MMRegistrationLib.core.box import OrientedBox
-        from MMRegistrationLib.registration.pipeline import run_registration
-
-        for stem in VALIDATION:
-            case = datasets.deepreg_case(datasets.DEEPREG_ROOT, stem)
-            if case["fixed_landmarks"] is None:
-                continue
-            result, _ = run_registration("net", _inputs(case), device="cpu")
-            tre = np.linalg.norm(result.transform.map_points_np(case["fixed_landmarks"]) - case["moving_landmarks"],
-                                 axis=-1)
-            if tre.max() < 3.0:
-                log(f"{stem}: worst landmark {tre.max():.1f} mm < 3 mm; skipped")
-                continue
-            case["box"] = OrientedBox(case["fixed_landmarks"][int(np.argmax(tre))], np.eye(3), np.full(3, BOX_MM / 2))
-            arms = run_protocols(case, True)
-            results.append({"name": stem, "source": "deepreg-validation", "notes": case["notes"], "arms": arms})
-            log(f"{stem}: {json.dumps(arms)}")
+    if args.deepreg and datasets.deepreg_available():
+        stems = TRAINING if args.tuning else VALIDATION
+        for case in deepreg_boxed_cases(stems, args.deepreg_cases):
+            arms = run_tuning(case, args.variants) if args.tuning else run_protocols(case, True)
+            results.append({"name": case["name"], "source": "deepreg-training" if args.tuning else "deepreg-validation",
+                            "notes": case["notes"], "arms": arms})
+            log(f"{case['name']}: {json.dumps(arms)}")
     summary = summarize(results)
     stem = args.name or ("rso_tuning" if args.tuning else "rso")
     OUT.mkdir(exist_ok=True)

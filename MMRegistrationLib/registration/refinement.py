@@ -203,7 +203,7 @@ class RefinementSession:
         current = self.current
         started = time.perf_counter()
         result = tune_step(self.inputs, current.transform, current.inverse, network, grid, box, config,
-                           config.iterations, precision, self.device, monitor, name, config.hold, config.hold_weight,
+                           config.iterations_for(box is not None), precision, self.device, monitor, name, config.hold, config.hold_weight,
                            config.ramp_mm)
         seconds = time.perf_counter() - started
         if kind == "rso":

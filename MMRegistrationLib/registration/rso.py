@@ -389,7 +389,8 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
         raise InputError("--roi", "the region holds no voxel of the fixed image")
     labels = _label_volumes(inputs, geometry) if config.label_weight > 0 else None
     check_label_region(labels, geometry)
-    use_image = config.image_similarity != "none" and config.image_weight > 0
+    image_weight = config.image_weight if config.image_weight is not None else (0.0 if labels is not None else 1.0)
+    use_image = config.image_similarity != "none" and image_weight > 0
     if labels is None and not use_image:
         raise InputError("--label-weight", "the label term needs --fixed-seg and --moving-seg; without them give an "
                                            "image term (--image-similarity, --image-weight)")
@@ -420,7 +421,7 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
             value = image_term.evaluate(u)
             if image_term.start is None:
                 image_term.start = max(abs(float(value.detach())), 1e-6)
-            out["image"] = config.image_weight * value / image_term.start
+            out["image"] = image_weight * value / image_term.start
         c_field = c.permute(3, 0, 1, 2)[None]
         if config.smooth_weight > 0:
             out["bending"] = config.smooth_weight * bending_energy(c_field, spacing)[0]
@@ -437,8 +438,13 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
     for p in network.parameters():
         p.requires_grad_(False)
     monitor.report(0.92, f"{label}: transform and inverse")
-    with torch.no_grad():  # exponentiated at the step grid's resolution (forward o inverse closer to identity)
-        c_world = _on_grid_of(correction(), geometry, grid).to(torch.float64).cpu()
+    with torch.no_grad():  # exponentiated at the step grid's resolution (forward o inverse closer to identity),
+        # windowed there too, so that the correction is exactly 0 at every step-grid node outside the box
+        fine = _on_grid_of(correction(), geometry, grid)
+        if geometry.grid is not grid:
+            fine = fine * (box_window(box, grid, box_ramp_mm, device) if box is not None and hold == "window"
+                           else border_window(grid, ramp, device))
+        c_world = fine.to(torch.float64).cpu()
     transform, inverse, stats = _compose(c_world, grid, steps + 1, previous, previous_inverse)
     info = {
         "step": label,
@@ -451,6 +457,9 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
                       "direction": grid.direction.tolist()},
         "box": None if box is None else box.as_record(),
         "trainable": config.trainable,
+        "label_term": labels is not None,
+        "image_term": config.image_similarity if use_image else "none",
+        "image_weight": image_weight if use_image else 0.0,
         "precision": precision,
         **stats,
     }

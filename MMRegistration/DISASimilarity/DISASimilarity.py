@@ -214,22 +214,22 @@ class DISASimilarityLogic(ScriptedLoadableModuleLogic):
         return DISASimilarityParameterNode(super().getParameterNode())
 
     def disaLogic(self):
-        from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
+        from MMRegistrationSlicerLib.module_widget import scene_logic
 
-        ensure_engine_dependencies()
-        from MMRegistrationSlicerLib.disa_logic import DISALogic
+        def make(scene):
+            from MMRegistrationSlicerLib.disa_logic import DISALogic
 
-        if self._disa is None or self._disa.scene is not slicer.mrmlScene:
-            self._disa = DISALogic(slicer.mrmlScene)
+            return DISALogic(scene)
+
+        self._disa = scene_logic(self._disa, make)
         return self._disa
 
     @staticmethod
     def options(p) -> dict:
         """The engine's advanced DISA options from the parameter node (negative = the engine's default)."""
-        options = {key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}
-        if p.weightsFile.strip():
-            options["weights"] = p.weightsFile.strip()
-        return options
+        from MMRegistrationSlicerLib.module_widget import options_from_parameters
+
+        return options_from_parameters(p, OPTIONS, text={"weightsFile": "weights"})
 
     def process(self, p, progress=None, cancel=None):
         """Register with the parameter node's inputs and options; raises ValueError on bad input. Returns the

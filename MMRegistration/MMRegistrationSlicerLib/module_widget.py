@@ -92,3 +92,26 @@ class CancellableRunWidgetMixin:
     def onCancelButton(self) -> None:
         self._cancelRequested = True
         self.ui.statusLabel.text = "Cancelling..."
+
+
+def options_from_parameters(p, numeric: dict, explicit: dict = (), text: dict = ()) -> dict:
+    """Engine options from a parameter node: ``numeric`` (parameter -> option; a negative value shows "default" and
+    is not passed, so the engine's or the preset's value applies), ``explicit`` (parameter -> option, passed as
+    they are) and ``text`` (parameter -> option, passed when not blank, e.g. a weights file)."""
+    options = {key: getattr(p, name) for name, key in dict(explicit).items()}
+    options.update({key: getattr(p, name) for name, key in numeric.items() if getattr(p, name) >= 0})
+    options.update({key: getattr(p, name).strip() for name, key in dict(text).items() if getattr(p, name).strip()})
+    return options
+
+
+def scene_logic(current, factory):
+    """The module's GUI-free logic for the current scene: ``current`` when it was made for ``slicer.mrmlScene``,
+    else ``factory(slicer.mrmlScene)`` (after making sure the engine's dependencies are installed)."""
+    import slicer
+
+    from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
+
+    ensure_engine_dependencies()
+    if current is None or current.scene is not slicer.mrmlScene:
+        return factory(slicer.mrmlScene)
+    return current

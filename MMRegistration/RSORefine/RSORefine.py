@@ -228,13 +228,14 @@ class RSORefineLogic(ScriptedLoadableModuleLogic):
         return RSORefineParameterNode(super().getParameterNode())
 
     def refineLogic(self):
-        from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
+        from MMRegistrationSlicerLib.module_widget import scene_logic
 
-        ensure_engine_dependencies()
-        from MMRegistrationSlicerLib.rso_logic import RSORefineLogic as SceneLogic
+        def make(scene):
+            from MMRegistrationSlicerLib.rso_logic import RSORefineLogic as SceneLogic
 
-        if self._refine is None or self._refine.scene is not slicer.mrmlScene:
-            self._refine = SceneLogic(slicer.mrmlScene)
+            return SceneLogic(scene)
+
+        self._refine = scene_logic(self._refine, make)
         return self._refine
 
     def reset(self) -> None:
@@ -253,11 +254,10 @@ class RSORefineLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def options(p) -> dict:
         """The refinement options from the parameter node (negative numbers = the engine's default)."""
-        options = {key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}
-        options.update({key: getattr(p, name) for name, key in EXPLICIT_OPTIONS.items() if name != "weights"})
-        if p.weights.strip():
-            options["weights"] = p.weights.strip()
-        return options
+        from MMRegistrationSlicerLib.module_widget import options_from_parameters
+
+        explicit = {name: key for name, key in EXPLICIT_OPTIONS.items() if name != "weights"}
+        return options_from_parameters(p, OPTIONS, explicit, {"weights": "weights"})
 
     def run(self, p, segmentMapping, action, progress=None, cancel=None):
         """Pass the parameter node's inputs to the logic (a new session when they changed), run ``action(logic,

@@ -170,8 +170,9 @@ class SINRRegistrationLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def options(p) -> dict:
         """The engine's SINR options from the parameter node (negative = the preset's value)."""
-        return {**{key: getattr(p, name) for name, key in EXPLICIT_OPTIONS.items()},
-                **{key: getattr(p, name) for name, key in OPTIONS.items() if getattr(p, name) >= 0}}
+        from MMRegistrationSlicerLib.module_widget import options_from_parameters
+
+        return options_from_parameters(p, OPTIONS, EXPLICIT_OPTIONS)
 
     def process(self, p, segmentMapping=None, progress=None, cancel=None):
         """Register with the parameter node's inputs and options; raises ValueError on bad input. Returns the

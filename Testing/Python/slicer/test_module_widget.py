@@ -80,3 +80,14 @@ def test_cancellable_run_state():
     widget._setRunning(False)
     assert not widget._running and not widget._cancelRequested and not widget.ui.cancelButton.enabled
     assert widget.checks == 2
+
+
+def test_options_from_parameters_pass_set_numbers_explicit_choices_and_non_blank_text():
+    from types import SimpleNamespace
+
+    from MMRegistrationSlicerLib.module_widget import options_from_parameters
+
+    p = SimpleNamespace(iterations=-1, learningRate=0.002, trainable="coarse", weights="  ", weightsFile=" w.pt ")
+    options = options_from_parameters(p, {"iterations": "iterations", "learningRate": "learning_rate"},
+                                      {"trainable": "trainable"}, {"weights": "weights", "weightsFile": "file"})
+    assert options == {"learning_rate": 0.002, "trainable": "coarse", "file": "w.pt"}

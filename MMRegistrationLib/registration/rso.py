@@ -389,7 +389,7 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
         raise InputError("--roi", "the region holds no voxel of the fixed image")
     labels = _label_volumes(inputs, geometry) if config.label_weight > 0 else None
     check_label_region(labels, geometry)
-    image_weight = config.image_weight if config.image_weight is not None else (0.0 if labels is not None else 1.0)
+    image_weight = config.image_weight if config.image_weight is not None else (0.1 if labels is not None else 1.0)
     use_image = config.image_similarity != "none" and image_weight > 0
     if labels is None and not use_image:
         raise InputError("--label-weight", "the label term needs --fixed-seg and --moving-seg; without them give an "

@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     stem = args.name or ("rso_tuning" if args.tuning else "rso")
     OUT.mkdir(exist_ok=True)
     (OUT / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary, "cases": results}, indent=1))
-    title = "RSO variants (tuning data: generated seeds 300+)" if args.tuning else \
+    title = "RSO variants (tuning data: generated seeds 300+, DeepReg training pairs obs000-059)" if args.tuning else \
         "RSO vs ISO at equal iterations (100 ISO + 400 RSO vs 500 ISO)"
     (OUT / f"{stem}.md").write_text(markdown(summary, title, meta))
     print(markdown(summary, title, meta))

@@ -45,6 +45,13 @@ def _list_methods(args: argparse.Namespace) -> int:
             print(f"    --roi: {spec.region_use}")
         for opt in spec.options:
             print(f"    {opt.flag:26s} default {shown_default(spec.name, opt)}: {opt.describe()}")
+    from MMRegistrationLib.registration.rso_config import RefineConfig
+
+    print("mmreg refine: test-time optimisation of a registration network (paper 002) as a correction of an earlier "
+          "result, inside --roi (RSO) or over the whole fixed image (ISO)")
+    for opt in RefineConfig.options():
+        default = "auto" if opt.default is None else repr(opt.default) if opt.default == "" else opt.default
+        print(f"    {opt.flag:26s} default {default}: {opt.describe()}")
     return 0
 
 

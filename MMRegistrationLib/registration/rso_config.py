@@ -44,9 +44,8 @@ class TuningOptions(MethodConfig):
                                   "weights)", minimum=0.0, exclusive_minimum=True, maximum=1.0)
     trainable: str = option("coarse", "weights changed: coarse (the decoder to half resolution; fastest), decoder, "
                             "or all (paper 002)", choices=TRAINABLE)
-    label_weight: float = option(1.0, "weight of the multi-scale Dice of the gland (used when both segmentations "
-                                 "are given; 0 = off)", minimum=0.0,
-                                 maximum=100.0)
+    label_weight: float = option(1.0, "weight of the multi-scale Dice of every structure both segmentations hold "
+                                 "(used when both are given; 0 = off)", minimum=0.0, maximum=100.0)
     image_similarity: str = option("disa", "image term: disa (learned LC2), mind (MIND-SSC), lc2, mi (mutual "
                                    "information) or none", choices=IMAGE_TERMS)
     image_weight: Optional[float] = option(None, "weight of the image term, relative to its value at the start of "

@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--moving-seg", help="moving segmentation, same labels; default: --from's")
     p.add_argument("--fixed-landmarks", help="fixed landmarks for the metrics (CSV x,y,z LPS mm, .mrk.json, .fcsv)")
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
-    p.add_argument("--label-channel", type=int, help="with 4-D label images, the channel used as the prostate")
+    p.add_argument("--label-channel", type=int, help="with 4-D label images, the channel used as the prostate "
+                   "(default: --from's)")
     p.add_argument("--roi", metavar="BOX", help="the box to refine in: a Slicer markups ROI file .mrk.json or "
                    "cx,cy,cz,sx,sy,sz in LPS mm (write --roi=-10,... when it starts with a minus sign); without it "
                    "the whole fixed image (ISO)")
@@ -82,8 +83,8 @@ def _inputs_from(args: argparse.Namespace, record: Optional[dict]) -> dict:
         if files[key] is None:
             raise InputError(f"--{key}", "is required (with --initial-transform, or when --from's result.json does "
                                          "not name it)")
-    if record is not None and args.label_channel is None:
-        args.label_channel = ((record.get("parameters") or {}).get("label_channel"))
+    if args.label_channel is None and earlier.get("label_channel") is not None:
+        args.label_channel = int(earlier["label_channel"])
     return files
 
 
@@ -116,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressPrinter(args.quiet)
     step = session.refine(box, config, progress=progress)
     out = session.export(args.out, record={
-        "inputs": {k: str(v) for k, v in {**files, "from": args.from_dir,
-                                          "initial_transform": args.initial_transform, "roi": args.roi}.items()
-                   if v is not None},
-        "parameters": {**config.as_dict(), "label_channel": args.label_channel},
+        "inputs": {**{k: str(v) for k, v in {**files, "from": args.from_dir,
+                                             "initial_transform": args.initial_transform, "roi": args.roi}.items()
+                      if v is not None},
+                   **({"label_channel": args.label_channel} if args.label_channel is not None else {})},
+        "parameters": config.as_dict(),
     })
     summary = {"out": args.out, "step": step.name, "iterations": step.iterations, "seconds": round(step.seconds, 2)}
     summary.update({k: v for k, v in out["metrics"]["after"].items() if k != "tre_mm"})

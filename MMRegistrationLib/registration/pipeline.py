@@ -368,6 +368,8 @@ def register_files(
         ).items()
         if v is not None
     }
+    if label_channel is not None:
+        record["inputs"]["label_channel"] = int(label_channel)
     record["wall_seconds"] = {"load": t_loaded - t_start, **record["wall_seconds"]}
     Monitor.wrap(progress, cancel).check("writing outputs")
     return write_outputs(out, inputs, result, record, t_start=t_start)

@@ -60,9 +60,13 @@ from MMRegistrationLib.spatial.velocity import border_window, exponentiate
 CORRECTION_SPACE = "fixed"
 """A correction maps the fixed space onto itself (``fixed -> fixed``), then the previous transform applies."""
 
-MDICE_SIGMAS = (0.0, 1.0, 2.0, 4.0)
-"""Scales (step-grid voxels) of the multi-scale Dice: the training's without its widest (8 voxels = 16 mm would
-reach across a 40 mm box)."""
+MDICE_SIGMAS_MM = (0.0, 4.0, 8.0)
+"""Scales (mm) of the multi-scale Dice: the training's 0-16 mm without the widest (it would reach across a 40 mm
+box); in voxels of the grid the label term is computed on."""
+
+OPTIMISATION_SQUARINGS = 5
+"""Squarings of ``exp(c)`` while optimising (at most the network's): a correction of a few mm on a 4 mm grid moves
+well under a voxel per step after 5; the result is exponentiated with the network's own count + 1."""
 
 
 # ---- geometry of a step ------------------------------------------------------------------------------------------
@@ -404,6 +408,8 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
         p.requires_grad_(True)
     correction = _Correction(network, x, grid, geometry.grid, geometry.window, config.trainable, precision)
     steps = int(network.config.squaring_steps)
+    fit_steps = min(steps, OPTIMISATION_SQUARINGS)
+    sigmas = tuple(sigma / float(geometry.grid.spacing.min()) for sigma in MDICE_SIGMAS_MM)
     region = geometry.region_c
     fixed_labels = labels[0] * region if labels is not None else None
     cgrid = geometry.grid
@@ -411,12 +417,12 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
 
     def terms() -> dict:
         c = correction()  # (K, J, I, 3) mm on the correction grid
-        u = exponentiate(c, cgrid, steps)
+        u = exponentiate(c, cgrid, fit_steps)
         out = {}
         if labels is not None:
             u_voxels = world_to_voxels(u[None], cgrid)
             warped = warp_voxels(labels[1], u_voxels) * region
-            out["label"] = config.label_weight * multiscale_dice_loss(fixed_labels, warped, MDICE_SIGMAS)[0]
+            out["label"] = config.label_weight * multiscale_dice_loss(fixed_labels, warped, sigmas)[0]
         if image_term is not None:
             value = image_term.evaluate(u)
             if image_term.start is None:

@@ -173,3 +173,14 @@ def test_images_alone_refine_with_the_image_only_network(bumped):
     step = session.refine(box_at(BUMP_CENTER, 40.0), {"iterations": 2, "image_similarity": "mind"})
     network, _ = load_registration_net("srml")
     assert step.info["weights"].endswith("srml.pt") and "moving_mask" not in network.config.inputs
+
+
+def test_a_step_is_deterministic_on_the_cpu(bumped):
+    points = bumped.fixed.grid.resized(6.0).world_points().reshape(-1, 3)
+    mapped = []
+    for _ in range(2):
+        session = RefinementSession(bumped, device="cpu", seed=3, metrics=False)
+        session.start_from(TRUE)
+        step = session.refine(box_at(BUMP_CENTER, 40.0), {"iterations": 6})
+        mapped.append(step.transform.map_points_np(points))
+    assert np.array_equal(mapped[0], mapped[1])

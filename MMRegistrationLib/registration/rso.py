@@ -403,7 +403,7 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
     x = network_input(network, inputs, geometry)
     for p in network.parameters():
         p.requires_grad_(False)
-    trained = network.decoder if config.trainable == "decoder" else network
+    trained = network if config.trainable == "all" else network.decoder
     for p in trained.parameters():
         p.requires_grad_(True)
     correction = _Correction(network, x, grid, geometry.grid, geometry.window, config.trainable, precision)

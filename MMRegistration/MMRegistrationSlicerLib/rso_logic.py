@@ -291,6 +291,20 @@ class RSORefineLogic:
         except MMRegError as err:
             raise ValueError(readable_engine_error(err, *_TASKS["export"])) from err
 
+    def export_into(self, parent_folder, index: Optional[int] = None) -> dict:
+        """Export step ``index`` (default: the shown one) into a sub-folder of ``parent_folder`` named after the step
+        (``RSO_box_1`` ...; an earlier export of it is replaced, the chosen folder itself never). Returns ``{"step",
+        "folder"}``."""
+        import os
+
+        session = self._session("Export")
+        index = (self.shown_index if self.shown_index is not None else len(session.steps) - 1) if index is None \
+            else int(index)
+        name = session.steps[index].name if 0 <= index < len(session.steps) else "step"
+        folder = os.path.join(os.fspath(parent_folder), "".join(c if c.isalnum() else "_" for c in name))
+        record = self.export(folder, index)
+        return {"step": record["step"], "folder": folder}
+
     # ---- the box ----------------------------------------------------------------------------------------------
     def place_box(self, center_ras, size_mm: float = DEFAULT_BOX_MM, node=None, name: str = "RSO box"):
         """A cubic markups ROI of ``size_mm`` centred on ``center_ras`` (world RAS, e.g. the crosshair), aligned with

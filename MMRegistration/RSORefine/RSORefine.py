@@ -214,8 +214,9 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Scrip
         import qt
 
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export the shown step into")
-        if folder:
-            self._history("Export", lambda logic: f"Exported step '{logic.export(folder)['step']}' to {folder}")
+        if folder:  # into a new sub-folder named after the step: the chosen folder itself is never replaced
+            self._history("Export", lambda logic: "Exported step '{step}' to {folder}".format(
+                **logic.export_into(folder)))
 
 
 class RSORefineLogic(ScriptedLoadableModuleLogic):

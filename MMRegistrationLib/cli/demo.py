@@ -13,7 +13,8 @@ PREFERRED_METHODS = ("sinr", "disa", "rigid-mask", "com")
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="register the bundled MR/TRUS sample case and write a figure")
-    p.add_argument("--out", default="mmreg_demo_output", help="output folder (default: ./mmreg_demo_output)")
+    p.add_argument("--out", default="mmreg_demo_output", help="output folder (default: ./mmreg_demo_output; an earlier "
+                   "demo result there is replaced)")
     p.add_argument("--case", help="a case folder laid out like Resources/SampleCase (default: the bundled case)")
     p.add_argument("--method", help="method to use (default: the best available)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -51,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.resources import sample_case_paths
     from MMRegistrationLib.visualization.figures import registration_figure
 
+    from MMRegistrationLib.io.outputs import check_output_target
+
     t_start = time.perf_counter()
     paths = sample_case_paths(args.case)
+    check_output_target(args.out, tuple(paths.values()), overwrite=True)  # the demo replaces its own earlier result
     method = args.method or best_method()
     inputs = load_inputs(
         paths["fixed"], paths["moving"], paths["fixed_seg"], paths["moving_seg"],

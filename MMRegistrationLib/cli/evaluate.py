@@ -44,7 +44,9 @@ def add_parser(sub) -> None:
                    "absent = identity)")
     p.add_argument("--no-figures", action="store_true", help="with --cohort: no PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--out", help="report file (.json or .csv) for one case; output folder for --cohort")
+    p.add_argument("--out", help="report file (.json or .csv) for one case; output folder for --cohort (new, or an "
+                   "earlier cohort result with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="with --cohort: replace an earlier cohort result in --out")
     p.set_defaults(func=run)
 
 
@@ -138,8 +140,9 @@ def run_cohort(args: argparse.Namespace, progress) -> dict:
         raise InputError("--cohort", f"cannot be combined with {', '.join(given)} (those describe one case)")
     if args.out is None:
         raise InputError("--out", "the cohort output folder is required with --cohort")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError("--out", f"{args.out} exists and is not a folder")
+    from MMRegistrationLib.io.outputs import check_output_target
+
+    check_output_target(args.out, (args.cohort,), args.overwrite)
     rows, summary = evaluate_cohort(args.cohort, args.transform_name or "transform.h5", args.out,
                                     figures=not args.no_figures, jacobian=not args.no_jacobian, progress=progress)
     return jsonable({"out": args.out, "cases": len(rows), "summary": {k: {s: v[s] for s in ("n", "mean", "sd", "median")}

@@ -7,7 +7,10 @@ import argparse
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate a synthetic MR (moving) / TRUS (fixed) case with known truth")
-    p.add_argument("--out", required=True, help="output folder (new, empty, or a previous case: replaced whole on success)")
+    p.add_argument("--out", required=True, help="output folder (new, or an earlier case with --overwrite; written "
+                   "whole or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
+                   "existing folder, or one holding an input, is refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oblique", action=argparse.BooleanOptionalAction, default=True, help="oblique direction matrices")
     p.add_argument("--deformation-mm", type=float, default=None, help="amplitude of the smooth random deformation")
@@ -25,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
         kwargs["deformation_mm"] = args.deformation_mm
     if args.scale is not None:
         kwargs["scale"] = args.scale
+    from MMRegistrationLib.io.outputs import check_output_target
+
+    check_output_target(args.out, (), args.overwrite)
     case = generate_case(SyntheticCaseConfig(**kwargs), progress=ProgressPrinter(args.quiet))
     paths = write_case(case, args.out)
     for name, path in paths.items():

@@ -55,19 +55,35 @@ def _list_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (what ``timeout``, schedulers and process managers send) stops a run like Ctrl-C: the partial output
+    is removed and the exit code is 130 (only in the main thread; elsewhere the default handling stays)."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _interrupt_on_sigterm()
+    command = "COMMAND"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
         return int(args.func(args) or 0)
     except InputError as err:
-        print(f"mmreg {args.command}: error: {err}", file=sys.stderr)
+        print(f"mmreg {command}: error: {err}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
-        print(f"mmreg {args.command}: cancelled; no output was written", file=sys.stderr)
+        print(f"mmreg {command}: cancelled; no output was written", file=sys.stderr)
         return 130
     except MMRegError as err:
-        print(f"mmreg {args.command}: error: {err}", file=sys.stderr)
+        print(f"mmreg {command}: error: {err}", file=sys.stderr)
         return 1
 
 

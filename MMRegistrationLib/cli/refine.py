@@ -50,7 +50,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--out", required=True, help="output folder (replaced as a whole on success)")
+    p.add_argument("--out", required=True, help="output folder (new, or an earlier result with --overwrite; written "
+                   "whole or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
+                   "existing folder, or one holding an input, is refused)")
     group = p.add_argument_group("refinement options")
     for opt in RefineConfig.options():
         default = repr(opt.default) if opt.default == "" else opt.default
@@ -90,6 +93,7 @@ def _inputs_from(args: argparse.Namespace, record: Optional[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.io.outputs import check_output_target
     from MMRegistrationLib.io.regions import read_region
     from MMRegistrationLib.io.transforms import read_transform
     from MMRegistrationLib.registration.pipeline import load_inputs
@@ -105,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         transform_file = args.initial_transform
     files = _inputs_from(args, record)
+    check_output_target(args.out, (*files.values(), args.from_dir, args.initial_transform, args.roi), args.overwrite)
     previous = read_transform(transform_file, "--from" if args.from_dir else "--initial-transform")
     inverse = read_transform(inverse_file, "--from", "moving", "fixed") if inverse_file is not None else None
     inputs = load_inputs(files["fixed"], files["moving"], files["fixed_seg"], files["moving_seg"],

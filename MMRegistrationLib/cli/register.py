@@ -39,7 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--out", required=True, help="output folder (replaced as a whole on success)")
+    p.add_argument("--out", required=True, help="output folder (new, or an earlier result with --overwrite; written "
+                   "whole or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
+                   "existing folder, or one holding an input, is refused)")
     add_method_options(p)
     p.set_defaults(func=run)
 
@@ -91,8 +94,11 @@ def method_options(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.io.outputs import check_output_target
     from MMRegistrationLib.registration.pipeline import register_files
 
+    check_output_target(args.out, (args.fixed, args.moving, args.fixed_seg, args.moving_seg, args.fixed_landmarks,
+                                   args.moving_landmarks, args.initial_transform, args.roi), args.overwrite)
     record = register_files(
         args.method,
         args.fixed,

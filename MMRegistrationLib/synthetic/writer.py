@@ -13,7 +13,7 @@ from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.io.images import write_image
 from MMRegistrationLib.io.landmarks import write_landmarks_csv
-from MMRegistrationLib.io.outputs import atomic_output_dir
+from MMRegistrationLib.io.outputs import OUTPUT_MARKER, atomic_output_dir
 from MMRegistrationLib.io.transforms import write_transform
 from MMRegistrationLib.synthetic.generator import SyntheticCase
 
@@ -66,7 +66,7 @@ def _check_replaceable(target: Path) -> None:
         return
     if not target.is_dir():
         raise InputError("out_dir", f"{target} exists and is not a folder")
-    extra = sorted(p.name for p in target.iterdir() if p.name not in CASE_FILES.values())
+    extra = sorted(p.name for p in target.iterdir() if p.name not in (*CASE_FILES.values(), OUTPUT_MARKER))
     if extra:
         raise InputError(
             "out_dir",

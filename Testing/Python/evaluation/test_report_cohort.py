@@ -94,7 +94,7 @@ def test_cohort_rows_summary_and_files(cohort, tmp_path):
         assert rows[2][f"msd_mm_{r['label']}"] == pytest.approx(r["msd_mm"], abs=1e-12)
     assert rows[2]["folding_fraction"] == 0.0 and rows[2]["tre_mean_mm"] == pytest.approx(ev.tre["tre_mean_mm"])
 
-    assert sorted(p.name for p in out.iterdir()) == ["boxplots.png", "case0.png", "case1.png", "case2.png",
+    assert sorted(p.name for p in out.iterdir() if p.name != ".mmreg-output") == ["boxplots.png", "case0.png", "case1.png", "case2.png",
                                                     "cases.csv", "summary.csv", "summary.json"]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,9 +130,10 @@ def test_bad_case_fails_the_cohort_and_writes_nothing(tmp_path):
     expect_input_error(lambda: evaluate_cohort(root, out_dir=out), "--cohort", "case1", "moving_seg")
     write_landmarks_csv(LANDMARKS[:2], root / "case0" / "moving_landmarks.csv")
     write_image(read_segmentation(root / "case0" / "fixed_seg.nrrd").labelmap, root / "case1" / "moving_seg.nrrd")
+    expect_input_error(lambda: evaluate_cohort(root, out_dir=out), "--cohort", "case0", "moving_landmarks.csv", "2")
     out.mkdir()
     (out / "keep.txt").write_text("previous results", encoding="utf-8")
-    expect_input_error(lambda: evaluate_cohort(root, out_dir=out), "--cohort", "case0", "moving_landmarks.csv", "2")
+    expect_input_error(lambda: evaluate_cohort(root, out_dir=out), "--out", "not an earlier mmreg result")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort", "out"]  # no partial folder left
     expect_input_error(lambda: evaluate_cohort(tmp_path / "nope"), "--cohort", "not found")

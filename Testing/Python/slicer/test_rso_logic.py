@@ -33,6 +33,15 @@ def test_scenario_rso_refines_sample_case(scene, tmp_path):
     assert record["step"] == written["step"] == "ISO" and [r["step"] for r in written["history"]] == ["general", "ISO"]
     assert (tmp_path / "iso" / "transform.h5").is_file()
     assert logic.history_rows()[1]["shown"] and len(logic.history_rows()) == 3  # export changes nothing
+    chosen = tmp_path / "my_folder"  # what the Export button does: a sub-folder, never the chosen folder itself
+    chosen.mkdir()
+    (chosen / "notes.txt").write_text("mine", encoding="utf-8")
+    exported = logic.export_into(chosen)
+    assert exported == {"step": "ISO", "folder": str(chosen / "ISO")}
+    assert (chosen / "notes.txt").read_text(encoding="utf-8") == "mine" and (chosen / "ISO" / "result.json").is_file()
+    assert logic.export_into(chosen)["folder"] == str(chosen / "ISO")  # an earlier export of the step is replaced
+    with pytest.raises(ValueError, match="not an earlier mmreg result"):
+        logic.export(chosen)  # the chosen folder itself is never replaced
 
 
 def test_scenario_rso_cancel_leaves_history_and_output_unchanged(scene):

@@ -6,11 +6,10 @@ import argparse
 
 
 def add_parser(sub) -> None:
+    from MMRegistrationLib.cli.progress import add_output_options
+
     p = sub.add_parser("generate", help="generate a synthetic MR (moving) / TRUS (fixed) case with known truth")
-    p.add_argument("--out", required=True, help="output folder (new, or an earlier case with --overwrite; written "
-                   "whole or not at all)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
-                   "existing folder, or one holding an input, is refused)")
+    add_output_options(p, "case")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oblique", action=argparse.BooleanOptionalAction, default=True, help="oblique direction matrices")
     p.add_argument("--deformation-mm", type=float, default=None, help="amplitude of the smooth random deformation")

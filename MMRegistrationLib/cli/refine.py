@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from MMRegistrationLib.core.device import DEVICE_CHOICES
+from MMRegistrationLib.cli.progress import add_run_options
 from MMRegistrationLib.core.errors import InputError
 
 INPUT_KEYS = ("fixed", "moving", "fixed_seg", "moving_seg", "fixed_landmarks", "moving_landmarks")
@@ -47,13 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--roi", metavar="BOX", help="the box to refine in: a Slicer markups ROI file .mrk.json or "
                    "cx,cy,cz,sx,sy,sz in LPS mm (write --roi=-10,... when it starts with a minus sign); without it "
                    "the whole fixed image (ISO)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--out", required=True, help="output folder (new, or an earlier result with --overwrite; written "
-                   "whole or not at all)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
-                   "existing folder, or one holding an input, is refused)")
+    add_run_options(p)
     group = p.add_argument_group("refinement options")
     for opt in RefineConfig.options():
         default = repr(opt.default) if opt.default == "" else opt.default
@@ -115,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = load_inputs(files["fixed"], files["moving"], files["fixed_seg"], files["moving_seg"],
                          files["fixed_landmarks"], files["moving_landmarks"], args.label_channel, region=box)
     session = RefinementSession(inputs, args.device, args.seed, metrics=False)
-    weights = ((record or {}).get("method_info") or {}).get("weights") if (record or {}).get("method") == "net" else None
+    earlier = record or {}  # an earlier network result (net, or a refinement: rso) names the network it used
+    weights = (earlier.get("method_info") or {}).get("weights") if earlier.get("method") in ("net", "rso") else None
     if weights and not config.weights:
         config = RefineConfig.from_options({**options, "weights": weights}, method="refine")
     session.start_from(previous, inverse, name="initial", info={"from": args.from_dir or args.initial_transform})

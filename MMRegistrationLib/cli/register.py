@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from MMRegistrationLib.core.device import DEVICE_CHOICES
+from MMRegistrationLib.cli.progress import add_run_options
 from MMRegistrationLib.core.options import flag_of
 from MMRegistrationLib.registration.methods import METHODS, option_flags
 from MMRegistrationLib.registration.pipeline import INITS
@@ -36,13 +36,7 @@ def add_parser(sub) -> None:
                    "(see 'mmreg methods'): a Slicer markups ROI file .mrk.json (RAS or LPS as its coordinateSystem "
                    "says, converted; oriented boxes allowed) or cx,cy,cz,sx,sy,sz in LPS mm (centre and edge "
                    "lengths, axis-aligned; write --roi=-10,... when it starts with a minus sign)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--out", required=True, help="output folder (new, or an earlier result with --overwrite; written "
-                   "whole or not at all)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier result of mmreg in --out (any other "
-                   "existing folder, or one holding an input, is refused)")
+    add_run_options(p)
     add_method_options(p)
     p.set_defaults(func=run)
 

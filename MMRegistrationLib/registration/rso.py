@@ -318,7 +318,6 @@ class _Correction(torch.nn.Module):
             if self.features is not None:
                 out = self.network.decode(self.features, self.finest)
             else:
-                self.network.check_input(self.x)
                 out = self.network(self.x)
         return out.float()
 

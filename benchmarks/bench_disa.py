@@ -444,6 +444,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+
+    os.environ["MMREG_THREADS"] = str(args.threads)  # the engine's runs use them too
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -172,6 +173,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["MMREG_THREADS"] = str(args.threads)  # the engine's runs use them too
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     res = {
         "date": time.strftime("%Y-%m-%d"),

@@ -262,6 +262,8 @@ def main(argv=None) -> int:
     from MMRegistrationLib.evaluation.case import jsonable
 
     torch.set_num_threads(args.threads)
+
+    os.environ["MMREG_THREADS"] = str(args.threads)  # the engine's runs use them too
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
     runners = runners_for(args.methods, args.ablations)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -410,6 +411,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+
+    os.environ["MMREG_THREADS"] = str(args.threads)  # the engine's runs use them too
     meta = {"platform": platform.platform(), "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M")}
     if args.monomodal:
         rows = monomodal(MONOMODAL)

@@ -112,7 +112,8 @@ def engine_runner(method: str, options: dict):
     def run(case: dict, threads: int, device: str):
         inputs = RegistrationInputs(case["fixed"], case["moving"], case["fixed_seg"], case["moving_seg"],
                                     case["label_names"], case["fixed_landmarks"], case["moving_landmarks"])
-        result, record = run_registration(method, inputs, options=dict(options), seed=0, device=device)
+        result, record = run_registration(method, inputs, options=dict(options), seed=0, device=device,
+                                          threads=threads)
         wall = record["wall_seconds"]
         return result.transform, float(wall["init"] + wall["register"]), {"init": record["init"],
                                                                           "device": record["device"]}

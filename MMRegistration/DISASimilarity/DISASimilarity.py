@@ -11,7 +11,7 @@ from typing import Annotated
 import slicer
 from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode,
                     vtkMRMLTransformNode, vtkMRMLVectorVolumeNode)
-from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,7 +38,7 @@ class DISASimilarity(ScriptedLoadableModule):
         self.parent.title = "DISA Similarity"
         self.parent.categories = ["Registration.MMRegistration"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.contributors = ["MMRegistration contributors"]
         self.parent.helpText = (
             "Registers a moving volume (e.g. MR) onto a fixed one (e.g. TRUS) from the images alone on learned DISA "
             "descriptors (or MIND, LC2, mutual information): rigid, affine, probe pressure or deformable, local or global "
@@ -65,15 +65,15 @@ class DISASimilarityParameterNode:
     initialization: Annotated[str, Choice(["default", "none", "com", "rigid-mask", "auto", "center"])] = "default"
     iterations: Annotated[int, WithinRange(-1, 10000)] = -1
     levels: Annotated[int, WithinRange(-1, 6)] = -1
-    spacing: Annotated[float, WithinRange(-1.0, 20.0), Decimals(2)] = -1.0
+    spacing: Annotated[float, WithinRange(-1.0, 20.0)] = -1.0
     starts: Annotated[int, WithinRange(-1, 100000)] = -1
     refine: Annotated[int, WithinRange(-1, 100)] = -1
-    rotationRange: Annotated[float, WithinRange(-1.0, 180.0), Decimals(1)] = -1.0
-    translationRange: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(1)] = -1.0
-    minOverlap: Annotated[float, WithinRange(-1.0, 1.0), Decimals(2)] = -1.0
-    maskMargin: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
-    gridSpacing: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
-    weightBending: Annotated[float, WithinRange(-1.0, 1e9), Decimals(1)] = -1.0
+    rotationRange: Annotated[float, WithinRange(-1.0, 180.0)] = -1.0
+    translationRange: Annotated[float, WithinRange(-1.0, 1000.0)] = -1.0
+    minOverlap: Annotated[float, WithinRange(-1.0, 1.0)] = -1.0
+    maskMargin: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
+    gridSpacing: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
+    weightBending: Annotated[float, WithinRange(-1.0, 1e9)] = -1.0
     deformableIterations: Annotated[int, WithinRange(-1, 10000)] = -1
     weightsFile: str = ""
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
@@ -274,6 +274,10 @@ class DISASimilarityTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from MMRegistrationSlicerLib.dependencies import self_test_can_run
+
+        if not self_test_can_run(self):
+            return
         from MMRegistrationSlicerLib import scenarios
 
         for scenario in (scenarios.disa_registers_sample_case_from_images,

@@ -27,6 +27,7 @@ from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
 from MMRegistrationLib.spatial.displacement import DisplacementField
 from MMRegistrationLib.spatial.velocity import VelocityField
+from MMRegistrationSlicerLib.segments import segment_names  # noqa: F401 (bridge.segment_names)
 
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 """RAS <-> LPS for 4x4 matrices and homogeneous points (its own inverse)."""
@@ -124,13 +125,6 @@ def vector_volume_from_array(array: np.ndarray, grid: Grid, scene, name: str, no
 
 
 # ---- segmentations --------------------------------------------------------------------------------------
-def segment_names(segmentation_node) -> dict:
-    """Segment ID -> segment name, in the segmentation's order."""
-    segmentation = segmentation_node.GetSegmentation()
-    ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
-    return {sid: segmentation.GetSegment(sid).GetName() for sid in ids}
-
-
 def labelmap_from_segmentation(
     segmentation_node, scene, segment_ids: Optional[Sequence[str]] = None, reference_volume=None,
     argument: str = "segmentation", include_parent_transform: bool = True,

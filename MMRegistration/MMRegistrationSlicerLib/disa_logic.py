@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from MMRegistrationSlicerLib import bridge
+from MMRegistrationSlicerLib.module_widget import mark_derived
 from MMRegistrationSlicerLib.registration_logic import RegistrationLogic, readable_engine_error
 
 METHOD = "disa"
@@ -305,7 +306,8 @@ class DISALogic:
                     (fixed_desc, pictures[0], fixed_output, fixed_volume, None),
                     (moving_desc, pictures[1], moving_output, moving_volume, moving_volume.GetTransformNodeID())):
                 name = f"{source.GetName()} {similarity.upper()} descriptors"
-                out = bridge.vector_volume_from_array(picture, desc.grid, self.scene, name, node=node)
+                out = mark_derived(bridge.vector_volume_from_array(picture, desc.grid, self.scene, name, node=node),
+                                   "DISA descriptors")
                 out.SetAndObserveTransformNodeID(parent)
                 nodes.append(out)
         except BaseException:
@@ -393,7 +395,7 @@ class DISALogic:
         name = f"{moving_volume.GetName()} {similarity.upper()} heatmap" + (" (on fixed)" if transform is not None else "")
         before = bridge.scene_node_ids(self.scene)
         try:
-            node = bridge.volume_from_image(heat, self.scene, name, node=output_volume)
+            node = mark_derived(bridge.volume_from_image(heat, self.scene, name, node=output_volume), "DISA heatmap")
             parent = None if transform is not None else moving_volume.GetTransformNodeID()
             node.SetAndObserveTransformNodeID(parent)
             self._show_as_overlay(node, heat.array)

@@ -12,21 +12,10 @@ import numpy as np
 import vtk
 
 from MMRegistrationLib.evaluation import CaseEvaluation, evaluate_case, write_report
-from MMRegistrationLib.io.segmentations import normalise_segment_name
 from MMRegistrationSlicerLib import bridge
+from MMRegistrationSlicerLib.segments import match_segments_by_name  # noqa: F401 (also imported from here)
 
 TABLE_COLUMNS = ("Structure", "DSC", "MSD (mm)", "HD95 (mm)", "HD (mm)", "TRE (mm)", "Note")
-
-
-def match_segments_by_name(fixed_segmentation, moving_segmentation) -> dict:
-    """Default mapping fixed segment ID -> moving segment ID for segments with the same name
-    (case- and space-insensitive), in the fixed segmentation's order."""
-    moving = {normalise_segment_name(name): sid for sid, name in bridge.segment_names(moving_segmentation).items()}
-    return {
-        sid: moving[normalise_segment_name(name)]
-        for sid, name in bridge.segment_names(fixed_segmentation).items()
-        if normalise_segment_name(name) in moving
-    }
 
 
 class RegistrationEvaluationLogic:
@@ -58,9 +47,10 @@ class RegistrationEvaluationLogic:
                 FromWorld mapping is fixed -> moving, i.e. the transform that, set as the moving segmentation's
                 parent, shows it aligned. None: the moving segmentation's own parent transform (what the user
                 sees), or identity. An explicit transform replaces the moving segmentation's parent.
-            segment_mapping: fixed segment ID -> moving segment ID (default: matched by name).
+            segment_mapping: fixed segment ID -> moving segment ID (None: matched by name; empty: an error).
             fixed_landmarks, moving_landmarks: markups point lists for TRE (rows correspond).
-            output_table: table node to fill (created if None).
+            output_table: table node to fill (created if None), only once the metrics are computed: a failed
+                or cancelled evaluation adds no node and leaves a given table as it was.
             jacobian_volume: scalar volume node to receive det(J) on the fixed grid (optional).
 
         Returns:
@@ -72,7 +62,11 @@ class RegistrationEvaluationLogic:
             raise ValueError("fixed and moving segmentation must not be the same node")
         if (fixed_landmarks is None) != (moving_landmarks is None):
             raise ValueError("landmarks: give both the fixed and the moving point lists, or neither")
-        mapping = segment_mapping or match_segments_by_name(fixed_segmentation, moving_segmentation)
+        if segment_mapping is not None and not segment_mapping:
+            raise ValueError("segment mapping: no fixed segment is mapped to a moving segment (every one is 'not "
+                             "evaluated'); map at least one, or pass None to match them by name")
+        mapping = segment_mapping if segment_mapping is not None else match_segments_by_name(
+            fixed_segmentation, moving_segmentation)
         if not mapping:
             raise ValueError(
                 "segment mapping: no segment name is shared by the fixed and moving segmentations; map them by hand"

@@ -1,10 +1,11 @@
-"""What every MMRegistration module widget does the same way: load its ``.ui``, follow the scene's close events and
-keep a typed parameter node connected to the GUI (``SlicerParameterName`` bindings).
+"""What every MMRegistration module widget does the same way: load its ``.ui``, follow the scene's close events,
+keep a typed parameter node connected to the GUI (``SlicerParameterName`` bindings), keep the volumes the modules
+compute out of the input volume selectors, and (:class:`SegmentMappingWidgetMixin`) show the segment mapping table.
 
 A widget class lists :class:`ParameterNodeWidgetMixin` before ``ScriptedLoadableModuleWidget`` and
 ``VTKObservationMixin``, calls :meth:`setupModuleUI` from its ``setup`` and defines ``_checkCanApply(caller=None,
-event=None)`` (called whenever the parameter node changes). Imports of Slicer's GUI live inside the methods, so the
-module can be imported (and checked) where Qt is absent.
+event=None)`` (called whenever the parameter node changes). Imports of Slicer's GUI and of the rest of this package
+live inside the functions, so the module can be imported (and checked) where Qt, torch or SciPy are absent.
 """
 
 from __future__ import annotations
@@ -27,12 +28,27 @@ class ParameterNodeWidgetMixin:
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         return ui_widget
+
+    def onNodeAdded(self, caller=None, event=None) -> None:
+        """A new node may be a derived volume: its marking attribute is set right after it is added, so the input
+        selectors are filtered once the current call has returned."""
+        import qt
+
+        qt.QTimer.singleShot(0, self.hideDerivedVolumes)
+
+    def hideDerivedVolumes(self) -> None:
+        """Keep the volumes the modules compute (descriptors, heatmaps) out of the input volume selectors."""
+        import slicer
+
+        hide_derived_volumes(self.ui, slicer.mrmlScene)
 
     def cleanup(self) -> None:
         self.removeObservers()
 
     def enter(self) -> None:
+        self.hideDerivedVolumes()
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -92,6 +108,109 @@ class CancellableRunWidgetMixin:
     def onCancelButton(self) -> None:
         self._cancelRequested = True
         self.ui.statusLabel.text = "Cancelling..."
+
+
+class SegmentMappingWidgetMixin:
+    """The fixed -> moving segment mapping table of a module (the ``.ui`` has ``mappingTable``,
+    ``fixedSegmentationSelector`` and ``movingSegmentationSelector``; the widget is a ``VTKObservationMixin``).
+
+    :meth:`setupSegmentMapping` (from ``setup``) fills the table whenever a segmentation is chosen and refreshes it
+    when segments of the chosen segmentations are added, removed or renamed (the table's choices are kept, stale
+    segment IDs dropped). Works before the engine's dependencies are installed (see :mod:`.segment_mapping_table`).
+    """
+
+    _mappingUnusedText = "(not used)"
+    _mappingObserved = ()
+    _mappingNames = None
+
+    def setupSegmentMapping(self) -> None:
+        for selector in (self.ui.fixedSegmentationSelector, self.ui.movingSegmentationSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+
+    def _mappingSegmentations(self) -> tuple:
+        return self.ui.fixedSegmentationSelector.currentNode(), self.ui.movingSegmentationSelector.currentNode()
+
+    def updateMapping(self, node=None) -> None:
+        """Fill the table for the chosen segmentations (matched by name) and follow their segments."""
+        self._observeSegments(*self._mappingSegmentations())
+        self._fillMapping(keep_choices=False)
+
+    def onSegmentsChanged(self, caller=None, event=None) -> None:
+        """Refresh the table, keeping its choices, when a segment name or ID of the chosen segmentations changed (a
+        segment edited in place changes neither)."""
+        from MMRegistrationSlicerLib.segments import segment_names
+
+        names = tuple(segment_names(n) if n is not None else None for n in self._mappingSegmentations())
+        if names != self._mappingNames:
+            self._fillMapping(keep_choices=True)
+
+    def segmentMapping(self):
+        """Fixed -> moving segment IDs of the table (refreshed first: never a stale ID); None without rows (the logic
+        matches by name). Raises ValueError when every row is "not used"."""
+        from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table
+
+        self.onSegmentsChanged()
+        return mapping_from_table(self.ui.mappingTable)
+
+    def _fillMapping(self, keep_choices: bool) -> None:
+        from MMRegistrationSlicerLib.segment_mapping_table import fill_mapping_table
+        from MMRegistrationSlicerLib.segments import segment_names
+
+        fixed, moving = self._mappingSegmentations()
+        self._mappingNames = tuple(segment_names(n) if n is not None else None for n in (fixed, moving))
+        fill_mapping_table(self.ui.mappingTable, fixed, moving, self._mappingUnusedText, keep_choices)
+
+    def _observeSegments(self, *nodes) -> None:
+        import slicer
+
+        events = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                  slicer.vtkSegmentation.SegmentModified)
+        for node in self._mappingObserved:
+            for event in events:
+                self.removeObserver(node, event, self.onSegmentsChanged)
+        self._mappingObserved = tuple({id(n): n for n in nodes if n is not None}.values())
+        for node in self._mappingObserved:
+            for event in events:
+                self.addObserver(node, event, self.onSegmentsChanged)
+
+
+DERIVED_ATTRIBUTE = "MMRegistration.Derived"
+"""Node attribute marking a volume computed by a module (DISA descriptors, heatmap): not an image to register."""
+
+
+def mark_derived(node, kind: str):
+    """Mark ``node`` as a derived volume (``kind``, e.g. "DISA heatmap"); returns it."""
+    node.SetAttribute(DERIVED_ATTRIBUTE, kind)
+    return node
+
+
+def derived_volume_ids(scene) -> list:
+    """IDs of the volume nodes of ``scene`` marked by :func:`mark_derived`."""
+    nodes = scene.GetNodesByClass("vtkMRMLVolumeNode")
+    found = [nodes.GetItemAsObject(n) for n in range(nodes.GetNumberOfItems())]
+    return [node.GetID() for node in found if node.GetAttribute(DERIVED_ATTRIBUTE)]
+
+
+INPUT_VOLUME_PARAMETERS = ("fixedVolume", "movingVolume")
+"""Parameters whose selectors list the images to register (derived volumes are hidden from them)."""
+
+
+def hide_derived_volumes(ui, scene) -> list:
+    """Hide the derived volumes of ``scene`` from the input volume selectors of ``ui`` (those bound to
+    :data:`INPUT_VOLUME_PARAMETERS`, through their proxy model's ``hiddenNodeIDs``). Returns the selectors."""
+    ids = derived_volume_ids(scene)
+    selectors = [w for w in vars(ui).values() if _bound_parameter(w) in INPUT_VOLUME_PARAMETERS]
+    for selector in selectors:
+        selector.sortFilterProxyModel().hiddenNodeIDs = ids
+    return selectors
+
+
+def _bound_parameter(widget):
+    read = getattr(widget, "property", None)
+    try:
+        return str(read("SlicerParameterName") or "") if callable(read) else ""
+    except TypeError:  # not a Qt object's property()
+        return ""
 
 
 def options_from_parameters(p, numeric: dict, explicit: dict = (), text: dict = ()) -> dict:

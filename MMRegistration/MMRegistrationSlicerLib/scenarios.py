@@ -247,6 +247,7 @@ def heatmap_peaks_at_the_point_of_the_same_image(scene, case_dir: Optional[Path]
     takes the peak with it; the descriptors are computed once. (The trained DISA dot product is not maximal for a
     patch against itself, see :func:`disa_heatmap_ranks_the_corresponding_point_high`.)"""
     from MMRegistrationSlicerLib.disa_logic import DISALogic
+    from MMRegistrationSlicerLib.module_widget import derived_volume_ids
 
     nodes = load_sample_case(scene, case_dir)
     fixed = nodes["fixed"]
@@ -257,6 +258,7 @@ def heatmap_peaks_at_the_point_of_the_same_image(scene, case_dir: Optional[Path]
     result = logic.heatmap(fixed, fixed, point_node, similarity="mind", device="cpu")
     heat = bridge.image_from_volume(result.volume)
     assert heat.grid.same_as(bridge.image_from_volume(fixed).grid), "the heatmap is not on the moving grid"
+    assert derived_volume_ids(scene) == [result.volume.GetID()]  # kept out of the input volume selectors
     assert np.all(np.isfinite(heat.array)) and np.isclose(heat.array.max(), result.peak_value), result.peak_value
     first_ras = bridge.ras_from_lps(first)
     assert np.linalg.norm(result.peak_ras - first_ras) < 7.0, (result.peak_ras, first_ras)
@@ -327,6 +329,7 @@ def disa_descriptor_pictures_share_one_colour_space(scene, case_dir: Optional[Pa
     from MMRegistrationLib.networks.disa import descriptor_grid
     from MMRegistrationLib.similarity.disa import prepare_volume
     from MMRegistrationSlicerLib.disa_logic import DISALogic, descriptor_summary
+    from MMRegistrationSlicerLib.module_widget import derived_volume_ids
 
     nodes = load_sample_case(scene, case_dir)
     fixed, moving = nodes["fixed"], nodes["moving"]
@@ -334,6 +337,7 @@ def disa_descriptor_pictures_share_one_colour_space(scene, case_dir: Optional[Pa
     result = logic.describe(fixed, moving, device="cpu")
     for node in (result.fixed_volume, result.moving_volume):
         assert node.IsA("vtkMRMLVectorVolumeNode"), node.GetClassName()
+    assert derived_volume_ids(scene) == [result.fixed_volume.GetID(), result.moving_volume.GetID()]  # not inputs
     picture = np.array(slicer.util.arrayFromVolume(result.fixed_volume))
     assert picture.dtype == np.uint8 and picture.ndim == 4 and picture.shape[-1] == 3, (picture.dtype, picture.shape)
     expected = descriptor_grid(prepare_volume(bridge.image_from_volume(fixed), result.spacing_mm, 0.0).grid)

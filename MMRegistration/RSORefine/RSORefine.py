@@ -10,7 +10,7 @@ from typing import Annotated
 import slicer
 from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
                     vtkMRMLTransformNode)
-from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -19,7 +19,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MMRegistrationSlicerLib.module_widget import CancellableRunWidgetMixin, ParameterNodeWidgetMixin
+from MMRegistrationSlicerLib.module_widget import (CancellableRunWidgetMixin, ParameterNodeWidgetMixin,
+                                                  SegmentMappingWidgetMixin)
 
 METHOD = "refine"  # the engine's options of one refinement step (RefineConfig), see option_widgets.OPTION_SETS
 OPTIONS = {  # parameter -> engine option; a negative value (shown as "default") keeps the engine's
@@ -37,7 +38,7 @@ class RSORefine(ScriptedLoadableModule):
         self.parent.title = "RSO Refine"
         self.parent.categories = ["Registration.MMRegistration"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.contributors = ["MMRegistration contributors"]
         self.parent.helpText = (
             "Registers a moving volume (MR) onto a fixed one (TRUS) in steps: 'Register (general model)' runs the "
             "trained network (or choose a starting transform, e.g. a SINR result); 'Refine whole image (ISO)' "
@@ -60,27 +61,27 @@ class RSORefineParameterNode:
     movingLandmarks: vtkMRMLMarkupsFiducialNode
     outputTransform: vtkMRMLTransformNode
     roi: vtkMRMLMarkupsROINode
-    boxSize: Annotated[float, WithinRange(5.0, 200.0), Decimals(1)] = 40.0
+    boxSize: Annotated[float, WithinRange(5.0, 200.0)] = 40.0
     iterations: Annotated[int, WithinRange(-1, 100000)] = -1
-    learningRate: Annotated[float, WithinRange(-1.0, 1.0), Decimals(5)] = -1.0
+    learningRate: Annotated[float, WithinRange(-1.0, 1.0)] = -1.0
     trainable: Annotated[str, Choice(["coarse", "decoder", "all"])] = "coarse"
-    labelWeight: Annotated[float, WithinRange(-1.0, 100.0), Decimals(3)] = -1.0
+    labelWeight: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
     imageSimilarity: Annotated[str, Choice(["disa", "mind", "lc2", "mi", "none"])] = "disa"
-    imageWeight: Annotated[float, WithinRange(-1.0, 100.0), Decimals(3)] = -1.0
-    smoothWeight: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(3)] = -1.0
+    imageWeight: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
+    smoothWeight: Annotated[float, WithinRange(-1.0, 1000.0)] = -1.0
     patience: Annotated[int, WithinRange(-1, 100000)] = -1
     hold: Annotated[str, Choice(["window", "penalty"])] = "window"
-    holdWeight: Annotated[float, WithinRange(-1.0, 1000.0), Decimals(2)] = -1.0
-    margin: Annotated[float, WithinRange(-1.0, 100.0), Decimals(1)] = -1.0
-    ramp: Annotated[float, WithinRange(-1.0, 50.0), Decimals(1)] = -1.0
+    holdWeight: Annotated[float, WithinRange(-1.0, 1000.0)] = -1.0
+    margin: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
+    ramp: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0
     precision: Annotated[str, Choice(["auto", "float32", "bfloat16"])] = "auto"
     weights: str = ""
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
-class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, ScriptedLoadableModuleWidget,
-                      VTKObservationMixin):
+class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, SegmentMappingWidgetMixin,
+                      ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -96,8 +97,7 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Scrip
                              (self.ui.redoButton, self.onRedoButton), (self.ui.showStepButton, self.onShowStepButton),
                              (self.ui.exportButton, self.onExportButton)):
             button.connect("clicked(bool)", slot)
-        self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
-        self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        self.setupSegmentMapping()
         try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
             from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
 
@@ -132,12 +132,6 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Scrip
         self.ui.placeBoxButton.enabled = not self._running
         self.updateHistory()
 
-    def updateMapping(self, node=None) -> None:
-        from MMRegistrationSlicerLib.segment_mapping_table import fill_mapping_table
-
-        fill_mapping_table(self.ui.mappingTable, self.ui.fixedSegmentationSelector.currentNode(),
-                           self.ui.movingSegmentationSelector.currentNode())
-
     def updateHistory(self) -> None:
         """The history table (the shown step selected) and the history buttons."""
         import qt
@@ -160,13 +154,11 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Scrip
 
     def _run(self, title: str, action) -> None:
         """Run ``action(logic, options, progress, cancel)`` on the current inputs, then show the history."""
-        from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table
-
         self._setRunning(True)
         try:
             with slicer.util.tryWithErrorDisplay(f"{title} failed.", waitCursor=True):
                 p = self._parameterNode
-                summary = self.logic.run(p, mapping_from_table(self.ui.mappingTable) or None, action,
+                summary = self.logic.run(p, self.segmentMapping(), action,
                                          self._onProgress, lambda: self._cancelRequested)
                 self.ui.statusLabel.text = summary or "Cancelled: the history and the output are unchanged"
                 slicer.util.setSliceViewerLayers(background=p.fixedVolume, foreground=p.movingVolume,
@@ -244,13 +236,14 @@ class RSORefineLogic(ScriptedLoadableModuleLogic):
             self._refine.reset()
 
     def history(self) -> tuple:
-        """``(rows, cell texts, column titles, session)`` of the history table (no rows before the first run)."""
-        try:
-            from MMRegistrationSlicerLib.rso_logic import HISTORY_COLUMNS, history_cells
-        except ImportError:  # the engine's dependencies are not installed yet
+        """``(rows, cell texts, column titles, session)`` of the history table (nothing before the first run, when
+        the engine may not be importable yet)."""
+        if self._refine is None:
             return [], [], [], None
-        rows, session = (self._refine.history_rows(), self._refine.session) if self._refine else ([], None)
-        return rows, history_cells(rows), [title for _, title in HISTORY_COLUMNS], session
+        from MMRegistrationSlicerLib.rso_logic import HISTORY_COLUMNS, history_cells
+
+        rows = self._refine.history_rows()
+        return rows, history_cells(rows), [title for _, title in HISTORY_COLUMNS], self._refine.session
 
     @staticmethod
     def options(p) -> dict:
@@ -289,6 +282,10 @@ class RSORefineTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from MMRegistrationSlicerLib.dependencies import self_test_can_run
+
+        if not self_test_can_run(self):
+            return
         from MMRegistrationSlicerLib import scenarios
 
         for scenario in (scenarios.rso_refines_sample_case, scenarios.rso_cancel_leaves_history_and_output_unchanged,

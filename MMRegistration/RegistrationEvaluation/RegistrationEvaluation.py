@@ -26,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin
+from MMRegistrationSlicerLib.module_widget import ParameterNodeWidgetMixin, SegmentMappingWidgetMixin
 
 
 class RegistrationEvaluation(ScriptedLoadableModule):
@@ -35,7 +35,7 @@ class RegistrationEvaluation(ScriptedLoadableModule):
         self.parent.title = "Registration Evaluation"
         self.parent.categories = ["Registration.MMRegistration"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.contributors = ["MMRegistration contributors"]
         self.parent.helpText = (
             "Evaluate a registration: the moving segmentation is mapped onto the fixed one through the chosen "
             "transform (any Slicer transform; by default the moving segmentation's own parent transform) and "
@@ -56,7 +56,10 @@ class RegistrationEvaluationParameterNode:
     jacobianVolume: vtkMRMLScalarVolumeNode
 
 
-class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, SegmentMappingWidgetMixin, ScriptedLoadableModuleWidget,
+                                   VTKObservationMixin):
+    _mappingUnusedText = "(not evaluated)"
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -64,6 +67,7 @@ class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, ScriptedLoadableMod
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._evaluation = None
+        self._running = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -71,51 +75,48 @@ class RegistrationEvaluationWidget(ParameterNodeWidgetMixin, ScriptedLoadableMod
         self.logic = RegistrationEvaluationLogic()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
-        self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
-        self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        self.setupSegmentMapping()
         self.initializeParameterNode()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        if not (p and p.fixedSegmentation and p.movingSegmentation):
-            self.ui.applyButton.toolTip = "Select the fixed and the moving segmentation"
-            self.ui.applyButton.enabled = False
+        if self._running:
+            reason = "Computing the metrics"
+        elif not (p and p.fixedSegmentation and p.movingSegmentation):
+            reason = "Select the fixed and the moving segmentation"
         elif p.fixedSegmentation == p.movingSegmentation:
-            self.ui.applyButton.toolTip = "Fixed and moving segmentation must not be the same"
-            self.ui.applyButton.enabled = False
+            reason = "Fixed and moving segmentation must not be the same"
         elif bool(p.fixedLandmarks) != bool(p.movingLandmarks):
-            self.ui.applyButton.toolTip = "Select both landmark lists for TRE, or neither"
-            self.ui.applyButton.enabled = False
+            reason = "Select both landmark lists for TRE, or neither"
         else:
-            self.ui.applyButton.toolTip = "Compute the metrics"
-            self.ui.applyButton.enabled = True
+            reason = ""
+        self.ui.applyButton.toolTip = reason or "Compute the metrics"
+        self.ui.applyButton.enabled = not reason
 
-    def updateMapping(self, node=None) -> None:
-        """Fill the fixed -> moving segment mapping table (matched by name; each row editable)."""
-        from MMRegistrationSlicerLib.segment_mapping_table import fill_mapping_table
-
-        fill_mapping_table(self.ui.mappingTable, self.ui.fixedSegmentationSelector.currentNode(),
-                           self.ui.movingSegmentationSelector.currentNode(), unused_text="(not evaluated)")
-
-    def currentMapping(self) -> dict:
-        from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table
-
-        return mapping_from_table(self.ui.mappingTable)
+    def _setRunning(self, running: bool) -> None:
+        self._running = running
+        self._checkCanApply()
 
     def onApplyButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
-            p = self._parameterNode
-            if not p.outputTable:
-                p.outputTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "Registration evaluation")
-            self._evaluation = self.logic.process(
-                p.fixedSegmentation, p.movingSegmentation, p.transform, self.currentMapping() or None,
-                p.fixedLandmarks, p.movingLandmarks, p.outputTable, p.jacobianVolume,
-                progress=lambda fraction, message: slicer.app.processEvents(),
-            )
-            self.ui.saveReportButton.enabled = True
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(p.outputTable.GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
+        """Evaluate (Apply stays disabled meanwhile); the output table is created or filled only on success."""
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
+                self._evaluate(self._parameterNode)
+        finally:
+            self._setRunning(False)
+
+    def _evaluate(self, p) -> None:
+        self._evaluation = self.logic.process(
+            p.fixedSegmentation, p.movingSegmentation, p.transform, self.segmentMapping(),
+            p.fixedLandmarks, p.movingLandmarks, p.outputTable, p.jacobianVolume,
+            progress=lambda fraction, message: slicer.app.processEvents(),
+        )
+        p.outputTable = self.logic.table
+        self.ui.saveReportButton.enabled = True
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(p.outputTable.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
     def onSaveReport(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the evaluation report (CSV, JSON, PNG)")
@@ -132,6 +133,7 @@ class RegistrationEvaluationLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._logic = None
+        self.table = None  # the output table node of the last evaluation
 
     def getParameterNode(self):
         return RegistrationEvaluationParameterNode(super().getParameterNode())
@@ -139,7 +141,8 @@ class RegistrationEvaluationLogic(ScriptedLoadableModuleLogic):
     def process(self, fixedSegmentation, movingSegmentation, transform=None, segmentMapping=None,
                 fixedLandmarks=None, movingLandmarks=None, outputTable=None, jacobianVolume=None,
                 progress=None, cancel=None):
-        """Evaluate; raises ValueError on bad input. Returns the engine's CaseEvaluation."""
+        """Evaluate; raises ValueError on bad input. Returns the engine's CaseEvaluation; the table node (``outputTable``,
+        or a new one) is filled only once the metrics are computed and is then ``self.table``."""
         from MMRegistrationSlicerLib.dependencies import ensure_engine_dependencies
 
         ensure_engine_dependencies()
@@ -150,13 +153,17 @@ class RegistrationEvaluationLogic(ScriptedLoadableModuleLogic):
             fixedSegmentation, movingSegmentation, transform, segmentMapping, fixedLandmarks, movingLandmarks,
             outputTable, jacobianVolume, progress, cancel,
         )
+        self.table = self._logic.table
         logging.info("Registration evaluation: %s", [(r["name"], round(r["dice"], 3)) for r in evaluation.rows])
         return evaluation
 
     def saveReport(self, evaluation, folder):
         """CSV + JSON + PNG of the last evaluation into ``folder``."""
+        from MMRegistrationSlicerLib.dependencies import ensure_report_dependencies
+
         if self._logic is None:
             raise ValueError("Run the evaluation first")
+        ensure_report_dependencies()
         return self._logic.save_report(evaluation, folder)
 
 
@@ -167,6 +174,10 @@ class RegistrationEvaluationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from MMRegistrationSlicerLib.dependencies import self_test_can_run
+
+        if not self_test_can_run(self):
+            return
         self.setUp()
         self.test_evaluation_improves_with_ground_truth()
         self.setUp()

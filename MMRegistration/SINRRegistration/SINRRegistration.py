@@ -17,7 +17,7 @@ from slicer import (
     vtkMRMLTableNode,
     vtkMRMLTransformNode,
 )
-from slicer.parameterNodeWrapper import Choice, Decimals, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -26,7 +26,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MMRegistrationSlicerLib.module_widget import CancellableRunWidgetMixin, ParameterNodeWidgetMixin
+from MMRegistrationSlicerLib.module_widget import (
+    CancellableRunWidgetMixin,
+    ParameterNodeWidgetMixin,
+    SegmentMappingWidgetMixin,
+)
 
 METHOD = "sinr"
 OPTIONS = {  # parameter -> engine option of the method; a negative value (shown as "preset") keeps the preset's
@@ -44,11 +48,13 @@ class SINRRegistration(ScriptedLoadableModule):
         self.parent.title = "SINR Registration"
         self.parent.categories = ["Registration.MMRegistration"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MMRegistration developers"]
+        self.parent.contributors = ["MMRegistration contributors"]
         self.parent.helpText = (
             "Deformable registration of a moving volume (e.g. MR) onto a fixed one (e.g. TRUS), driven by their "
             "segmentations (segments matched by name; the prostate is the target, other segments are context). "
-            "SINR fits an implicit neural velocity field (diffeomorphic, with its inverse) after a centre-of-mass start (or your initial transform). "
+            "SINR fits an implicit neural velocity field (diffeomorphic, with its inverse) after an initial alignment: "
+            "by default 'auto' (rigid alignment of the masks when they share two or more structures, centre of mass "
+            "with the prostate alone), or your initial transform. "
             "Outputs: a grid transform (set as the moving volume's parent), optionally its inverse and the warped "
             "volume, the moving segmentation propagated onto the fixed volume, and a metrics table."
         )
@@ -73,23 +79,23 @@ class SINRRegistrationParameterNode:
     preset: Annotated[str, Choice(["fast", "accurate"])] = "fast"
     initialization: Annotated[str, Choice(["default", "auto", "rigid-mask", "com", "none", "center"])] = "default"
     iterations: Annotated[int, WithinRange(-1, 100000)] = -1
-    learningRate: Annotated[float, WithinRange(-1.0, 1.0), Decimals(5)] = -1.0
-    velocitySpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
-    lossSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
-    margin: Annotated[float, WithinRange(-1.0, 200.0), Decimals(1)] = -1.0
-    weightBending: Annotated[float, WithinRange(-1.0, 1e9), Decimals(3)] = -1.0
-    weightTV: Annotated[float, WithinRange(-1.0, 1e6), Decimals(5)] = -1.0
-    weightMSE: Annotated[float, WithinRange(-1.0, 1e6), Decimals(6)] = -1.0
-    contextWeight: Annotated[float, WithinRange(-1.0, 100.0), Decimals(3)] = -1.0
-    weightSDM: Annotated[float, WithinRange(-1.0, 1e6), Decimals(3)] = -1.0
-    outputSpacing: Annotated[float, WithinRange(-1.0, 50.0), Decimals(2)] = -1.0
-    weightImage: Annotated[float, WithinRange(-1.0, 1e6), Decimals(3)] = -1.0
+    learningRate: Annotated[float, WithinRange(-1.0, 1.0)] = -1.0
+    velocitySpacing: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0
+    lossSpacing: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0
+    margin: Annotated[float, WithinRange(-1.0, 200.0)] = -1.0
+    weightBending: Annotated[float, WithinRange(-1.0, 1e9)] = -1.0
+    weightTV: Annotated[float, WithinRange(-1.0, 1e6)] = -1.0
+    weightMSE: Annotated[float, WithinRange(-1.0, 1e6)] = -1.0
+    contextWeight: Annotated[float, WithinRange(-1.0, 100.0)] = -1.0
+    weightSDM: Annotated[float, WithinRange(-1.0, 1e6)] = -1.0
+    outputSpacing: Annotated[float, WithinRange(-1.0, 50.0)] = -1.0
+    weightImage: Annotated[float, WithinRange(-1.0, 1e6)] = -1.0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
-class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, ScriptedLoadableModuleWidget,
-                              VTKObservationMixin):
+class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, SegmentMappingWidgetMixin,
+                              ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -105,8 +111,7 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin
         self.logic = SINRRegistrationLogic()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.fixedSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
-        self.ui.movingSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateMapping)
+        self.setupSegmentMapping()
         try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
             from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
 
@@ -134,20 +139,12 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin
         self.ui.applyButton.toolTip = reason or "Register the moving volume onto the fixed one"
         self.ui.applyButton.enabled = not reason
 
-    def updateMapping(self, node=None) -> None:
-        from MMRegistrationSlicerLib.segment_mapping_table import fill_mapping_table
-
-        fill_mapping_table(self.ui.mappingTable, self.ui.fixedSegmentationSelector.currentNode(),
-                           self.ui.movingSegmentationSelector.currentNode())
-
     def onApplyButton(self) -> None:
-        from MMRegistrationSlicerLib.segment_mapping_table import mapping_from_table
-
         self._setRunning(True)
         try:
             with slicer.util.tryWithErrorDisplay("SINR registration failed.", waitCursor=True):
                 p = self._parameterNode
-                outcome = self.logic.process(p, mapping_from_table(self.ui.mappingTable) or None,
+                outcome = self.logic.process(p, self.segmentMapping(),
                                              self._onProgress, lambda: self._cancelRequested)
                 if outcome is None:
                     self.ui.statusLabel.text = "Cancelled: no output was created"
@@ -217,6 +214,10 @@ class SINRRegistrationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from MMRegistrationSlicerLib.dependencies import self_test_can_run
+
+        if not self_test_can_run(self):
+            return
         from MMRegistrationSlicerLib import scenarios
 
         for scenario in (scenarios.sinr_registers_sample_case, scenarios.registration_reruns_into_the_same_nodes,

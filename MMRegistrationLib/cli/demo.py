@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
     from MMRegistrationLib.io.transforms import read_transform
     from MMRegistrationLib.registration.pipeline import load_inputs, run_registration, write_outputs
     from MMRegistrationLib.resources import sample_case_paths
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     record = write_outputs(args.out, inputs, result, record, t_start=t_start, extra_outputs=figure)
     before, after = record["metrics"]["before"], record["metrics"]["after"]
+    close_progress()
     print(f"mmreg demo — method '{method}', device {record['device']}, outputs in {args.out}/")
     print(f"{'':28s} {'before':>7s} {'after':>7s}")
     for name, value in after.get("dice", {}).items():

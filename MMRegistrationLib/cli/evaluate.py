@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--figure", help="write a PNG: contours on three views and the Jacobian map")
     p.add_argument("--fixed-image", help="fixed image, background of --figure")
     p.add_argument("--no-jacobian", action="store_true", help="skip the Jacobian statistics")
+    p.add_argument("--label-channel", type=int, help="with 4-D label images holding one binary channel per structure "
+                   "(e.g. DeepReg, MONAI), evaluate this channel (0-based) of both segmentations (with --cohort: of "
+                   "every case); refused for 3-D label maps and .seg.nrrd files")
     p.add_argument("--cohort", help="cohort folder: one sub-folder per case")
     p.add_argument("--transform-name", help="with --cohort: transform file in each case folder (default transform.h5; "
                    "absent = identity)")
@@ -81,9 +84,11 @@ def _write_all(writers: list) -> None:
 
 def run_single(args: argparse.Namespace, progress) -> dict:
     from MMRegistrationLib.evaluation import evaluate_case, write_report
+    from MMRegistrationLib.evaluation.case import memory_step
     from MMRegistrationLib.io import match_segmentations, read_image, read_landmarks, read_segmentation, read_transform
     from MMRegistrationLib.io.images import write_image
     from MMRegistrationLib.io.landmarks import check_landmark_pair
+    from MMRegistrationLib.io.segmentations import check_on_image
     from MMRegistrationLib.visualization.evaluation_figures import evaluation_figure
 
     for name in ("fixed_seg", "moving_seg"):
@@ -104,15 +109,19 @@ def run_single(args: argparse.Namespace, progress) -> dict:
         missing = "--moving-landmarks" if args.moving_landmarks is None else "--fixed-landmarks"
         raise InputError(missing, "landmarks must be given for both images (--fixed-landmarks and --moving-landmarks)")
 
-    fseg, mseg, names = match_segmentations(read_segmentation(args.fixed_seg, "--fixed-seg"),
-                                            read_segmentation(args.moving_seg, "--moving-seg"))
+    fixed_seg = read_segmentation(args.fixed_seg, "--fixed-seg", args.label_channel)
+    fixed_image = read_image(args.fixed_image, "--fixed-image") if args.fixed_image else None
+    if fixed_image is not None:
+        check_on_image(fixed_seg.labelmap, fixed_image.grid, "--fixed-seg", "--fixed-image")
+    fseg, mseg, names = match_segmentations(fixed_seg, read_segmentation(args.moving_seg, "--moving-seg",
+                                                                         args.label_channel))
     flm = mlm = None
     if args.fixed_landmarks is not None:
         flm = read_landmarks(args.fixed_landmarks, "--fixed-landmarks")
         mlm = read_landmarks(args.moving_landmarks, "--moving-landmarks")
         check_landmark_pair(flm, mlm, "--moving-landmarks")
-    transform = read_transform(args.transform, "--transform") if args.transform else None
-    fixed_image = read_image(args.fixed_image, "--fixed-image") if args.fixed_image else None
+    with memory_step(f"read --transform {args.transform}"):
+        transform = read_transform(args.transform, "--transform") if args.transform else None
     try:
         ev = evaluate_case(fseg, mseg, transform, names, flm, mlm, jacobian=not args.no_jacobian, progress=progress)
     except InputError as err:
@@ -144,15 +153,17 @@ def run_cohort(args: argparse.Namespace, progress) -> dict:
 
     check_output_target(args.out, (args.cohort,), args.overwrite)
     rows, summary = evaluate_cohort(args.cohort, args.transform_name or "transform.h5", args.out,
-                                    figures=not args.no_figures, jacobian=not args.no_jacobian, progress=progress)
+                                    figures=not args.no_figures, jacobian=not args.no_jacobian, progress=progress,
+                                    label_channel=args.label_channel)
     return jsonable({"out": args.out, "cases": len(rows), "summary": {k: {s: v[s] for s in ("n", "mean", "sd", "median")}
                                                                       for k, v in summary.items()}})
 
 
 def run(args: argparse.Namespace) -> int:
-    from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
 
     progress = ProgressPrinter(args.quiet)
     record = run_cohort(args, progress) if args.cohort is not None else run_single(args, progress)
+    close_progress()
     print(json.dumps(record, indent=1))
     return 0

@@ -8,6 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from MMRegistrationLib import __version__
+from MMRegistrationLib.cli.progress import close_progress
 from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
@@ -77,14 +78,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = args.command
         return int(args.func(args) or 0)
     except InputError as err:
-        print(f"mmreg {command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(command, f"error: {err}", 2)
     except (Cancelled, KeyboardInterrupt):
-        print(f"mmreg {command}: cancelled; no output was written", file=sys.stderr)
-        return 130
+        return _fail(command, "cancelled; no output was written", 130)
     except MMRegError as err:
-        print(f"mmreg {command}: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(command, f"error: {err}", 1)
+    finally:
+        close_progress()
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    """End any progress bar, print ``mmreg COMMAND: message`` on stderr, return the exit code."""
+    close_progress()
+    print(f"mmreg {command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,13 +13,14 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from MMRegistrationLib.cli.progress import add_run_options
+from MMRegistrationLib.cli.progress import add_run_options, close_progress
 from MMRegistrationLib.core.errors import InputError
 
 INPUT_KEYS = ("fixed", "moving", "fixed_seg", "moving_seg", "fixed_landmarks", "moving_landmarks")
 
 
 def add_parser(sub) -> None:
+    from MMRegistrationLib.io.target_label import TARGET_LABEL_HELP
     from MMRegistrationLib.registration.rso_config import RefineConfig
 
     p = sub.add_parser(
@@ -43,7 +44,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fixed-landmarks", help="fixed landmarks for the metrics (CSV x,y,z LPS mm, .mrk.json, .fcsv)")
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
     p.add_argument("--label-channel", type=int, help="with 4-D label images, the channel used as the prostate "
-                   "(default: --from's)")
+                   "(default: --from's, when its segmentations are used)")
+    p.add_argument("--target-label", metavar="VALUE_OR_NAME", help=f"{TARGET_LABEL_HELP} (default: --from's, when "
+                   "its segmentations are used)")
     p.add_argument("--roi", metavar="BOX", help="the box to refine in: a Slicer markups ROI file .mrk.json or "
                    "cx,cy,cz,sx,sy,sz in LPS mm (write --roi=-10,... when it starts with a minus sign); without it "
                    "the whole fixed image (ISO)")
@@ -80,13 +83,18 @@ def _inputs_from(args: argparse.Namespace, record: Optional[dict]) -> dict:
         if files[key] is None:
             raise InputError(f"--{key}", "is required (with --initial-transform, or when --from's result.json does "
                                          "not name it)")
-    if args.label_channel is None and earlier.get("label_channel") is not None:
-        args.label_channel = int(earlier["label_channel"])
+    if args.fixed_seg is None and args.moving_seg is None:  # --from's segmentations: its label options too
+        if args.label_channel is None and earlier.get("label_channel") is not None:
+            args.label_channel = int(earlier["label_channel"])
+        if args.target_label is None and earlier.get("target_label") is not None:
+            args.target_label = str(earlier["target_label"])
     return files
 
 
 def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.cli.register import print_warnings
+    from MMRegistrationLib.core.threads import choose_threads
     from MMRegistrationLib.io.outputs import check_output_target
     from MMRegistrationLib.io.regions import read_region
     from MMRegistrationLib.io.transforms import read_transform
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     config = RefineConfig.from_options(options, method="refine")  # bad options before any file is read
     box = read_region(args.roi, "--roi") if args.roi is not None else None
+    choose_threads(args.threads)  # a bad --threads / MMREG_THREADS before any file is read
     record = transform_file = inverse_file = None
     if args.from_dir is not None:
         record, transform_file, inverse_file = _earlier_result(args.from_dir)
@@ -107,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     previous = read_transform(transform_file, "--from" if args.from_dir else "--initial-transform")
     inverse = read_transform(inverse_file, "--from", "moving", "fixed") if inverse_file is not None else None
     inputs = load_inputs(files["fixed"], files["moving"], files["fixed_seg"], files["moving_seg"],
-                         files["fixed_landmarks"], files["moving_landmarks"], args.label_channel, region=box)
-    session = RefinementSession(inputs, args.device, args.seed, metrics=False)
+                         files["fixed_landmarks"], files["moving_landmarks"], args.label_channel, region=box,
+                         target_label=args.target_label)
+    session = RefinementSession(inputs, args.device, args.seed, metrics=False, threads=args.threads)
     earlier = record or {}  # an earlier network result (net, or a refinement: rso) names the network it used
     weights = (earlier.get("method_info") or {}).get("weights") if earlier.get("method") in ("net", "rso") else None
     if weights and not config.weights:
@@ -120,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
         "inputs": {**{k: str(v) for k, v in {**files, "from": args.from_dir,
                                              "initial_transform": args.initial_transform, "roi": args.roi}.items()
                       if v is not None},
-                   **({"label_channel": args.label_channel} if args.label_channel is not None else {})},
+                   **({"label_channel": args.label_channel} if args.label_channel is not None else {}),
+                   **({"target_label": args.target_label} if args.target_label is not None else {})},
         "parameters": config.as_dict(),
     })
     summary = {"out": args.out, "step": step.name, "iterations": step.iterations, "seconds": round(step.seconds, 2)}
     summary.update({k: v for k, v in out["metrics"]["after"].items() if k != "tre_mm"})
+    close_progress()
+    print_warnings(out, "refine")
     print(json.dumps(summary, indent=1, default=str))
     return 0

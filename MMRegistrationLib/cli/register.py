@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from MMRegistrationLib.cli.progress import add_run_options
+from MMRegistrationLib.cli.progress import add_run_options, close_progress
 from MMRegistrationLib.core.options import flag_of
+from MMRegistrationLib.io.target_label import TARGET_LABEL_HELP
 from MMRegistrationLib.registration.methods import METHODS, option_flags
 from MMRegistrationLib.registration.pipeline import INITS
 
@@ -28,7 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
     p.add_argument("--init", choices=INITS, help="initialiser (default: the method's own, see 'mmreg methods')")
     p.add_argument("--label-channel", type=int, help="with 4-D label images holding one binary channel per structure "
-                   "(e.g. DeepReg, MONAI), use this channel (0-based) of --fixed-seg and --moving-seg as the prostate")
+                   "(e.g. DeepReg, MONAI), use this channel (0-based) of --fixed-seg and --moving-seg as the prostate "
+                   "(refused for 3-D label maps and .seg.nrrd files)")
+    p.add_argument("--target-label", metavar="VALUE_OR_NAME", help=TARGET_LABEL_HELP)
     p.add_argument("--initial-transform", help="linear ITK transform file (.h5/.tfm/.txt, fixed -> moving, e.g. a manual "
                    "alignment saved from Slicer) to start from; used as is (--init none, the default with it) or refined "
                    "(--init rigid-mask)")
@@ -106,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         initial_transform=args.initial_transform,
         label_channel=args.label_channel,
         roi=args.roi,
+        threads=args.threads,
+        target_label=args.target_label,
         options=method_options(args),
         seed=args.seed,
         device=args.device,
@@ -113,5 +118,15 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = {"out": args.out, "method": record["method"], "wall_seconds": record["wall_seconds"]["total"]}
     summary.update({k: v for k, v in record["metrics"]["after"].items() if k != "tre_mm"})
+    close_progress()
+    print_warnings(record, "register")
     print(json.dumps(summary, indent=1, default=str))
     return 0
+
+
+def print_warnings(record: dict, command: str) -> None:
+    """Each of ``result.json``'s ``warnings`` on stderr, one line each."""
+    import sys
+
+    for warning in record.get("warnings", ()):
+        print(f"mmreg {command}: warning: {warning}", file=sys.stderr)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
     from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.training.disa_data import default_data_dir
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     paths = _write(result, args.out)
     val = result.metrics["validation"]["float"]
     held = (result.metrics.get("heldout_volumes") or {}).get("float") or {}
+    close_progress()
     print(f"iterations {result.config.iterations}, {result.timings['seconds_per_iteration_measured']} s/iteration")
     print(f"validation: L2 (mse) {val['mse']:.4f}, Pearson {val['pearson']:.3f} (n={val['n']})")
     if held:

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
     from MMRegistrationLib.core.device import resolve_device
     from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.training.net_config import preset_config
@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_run(result, out, name, recorded_command(args))
     checkpoint.unlink(missing_ok=True)
     best = result.state.best_metrics or {}
+    close_progress()
     print(f"{result.state.step} steps in {result.seconds:.0f} s; best validation (step {result.state.best_step}): "
           f"gland Dice {best.get('dice', float('nan')):.3f}, TRE {best.get('tre_mm', float('nan')):.2f} mm")
     for path in paths:

@@ -37,3 +37,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def float_dtype_for(device) -> torch.dtype:
+    """The widest floating dtype a device computes in: float64 on the CPU and CUDA, float32 on Apple's MPS (Metal
+    has no float64). Use it for every double-precision tensor that may live on a non-CPU device, so a CPU run keeps
+    its float64 (and its exact results) and an MPS run does not fail."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def move(tensor: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
+    """``tensor.to(device, dtype)`` with the dtype changed on the side that has it: before moving onto a device,
+    after moving off one (MPS cannot hold the float64 on the way)."""
+    device = tensor.device if device is None else torch.device(device)
+    dtype = tensor.dtype if dtype is None else dtype
+    if device.type == "cpu":
+        return tensor.to(device).to(dtype)
+    return tensor.to(dtype).to(device)

@@ -82,8 +82,7 @@ class Image:
 
     def labels(self) -> list:
         """Sorted non-zero label values of an integer label map."""
-        values = np.unique(self.array)
-        return [int(v) for v in values if v != 0]
+        return [int(v) for v in unique_values(self.array) if v != 0]
 
     def mask(self, label: int | None = None) -> np.ndarray:
         """Boolean mask of one label (or of all non-zero voxels)."""
@@ -91,3 +90,16 @@ class Image:
 
     def __repr__(self) -> str:
         return f"Image(dtype={self.array.dtype}, {self.grid!r})"
+
+
+BINCOUNT_LIMIT = 1 << 20
+
+
+def unique_values(array: np.ndarray) -> np.ndarray:
+    """Sorted distinct values, like ``np.unique``; label maps (non-negative integers below 2^20) are counted instead
+    of sorted, which is several times faster on large volumes."""
+    if array.size and np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high < BINCOUNT_LIMIT:
+            return np.flatnonzero(np.bincount(array.ravel(), minlength=high + 1)).astype(array.dtype)
+    return np.unique(array)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.errors import InputError, MMRegError
 from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.evaluation.checks import check_label_map, check_transform, landmark_errors
@@ -43,6 +44,20 @@ CONVENTIONS = {
     "tre_mm": "|T(fixed landmark) - moving landmark|",
     "jacobian": "det of d T/dx on the fixed grid; folding = det <= 0; mean |grad det J| in 1/mm",
 }
+
+
+class NotEnoughMemory(MMRegError):
+    """A step of the evaluation ran out of memory (the CLI reports it with exit code 1, without a traceback)."""
+
+
+@contextmanager
+def memory_step(what: str, hint: str = ""):
+    """Turn a :class:`MemoryError` inside the block into :class:`NotEnoughMemory` saying "not enough memory to
+    ``what``" (plus ``hint``, e.g. the option that skips the step)."""
+    try:
+        yield
+    except MemoryError:
+        raise NotEnoughMemory(f"not enough memory to {what}{'; ' + hint if hint else ''}") from None
 
 
 @dataclass
@@ -143,6 +158,27 @@ def _label_row(label: int, name: str, dice: float, fixed_mask: np.ndarray, warpe
     }
 
 
+def _label_rows(fixed: Image, warped: Image, labels: list, names: dict, monitor: Monitor) -> list:
+    """One row (:data:`ROW_KEYS`) per label: DSC and surface distances of the fixed and warped moving masks."""
+    dice = dice_per_label(fixed.array, warped.array, labels)
+    rows = []
+    for n, label in enumerate(labels):
+        monitor.report(n / len(labels), "surface distances")
+        rows.append(_label_row(label, names.get(label, str(label)), dice[label], fixed.array == label,
+                               warped.array == label, fixed.grid))
+    return rows
+
+
+def _jacobian_statistics(transform: Optional[SpatialTransform], fixed: Image, monitor: Monitor) -> tuple:
+    """``(summary over the grid, summary within the fixed labels, float32 determinant image)``."""
+    det = jacobian_determinant_on_grid(transform, fixed.grid, monitor)
+    grad = gradient_magnitude_per_mm(det, fixed.grid)
+    whole = jacobian_summary(det, fixed.grid, grad_magnitude=grad)
+    within = jacobian_summary(det, fixed.grid, fixed.array != 0, grad_magnitude=grad)
+    del grad  # freed before the float32 copy of the determinant
+    return whole, within, Image(det.astype(np.float32), fixed.grid)
+
+
 def evaluate_case(
     fixed_seg: Image,
     moving_seg: Image,
@@ -179,28 +215,23 @@ def evaluate_case(
     except (TypeError, ValueError, AttributeError):
         raise InputError("label_names", "must map label values (integers) to names") from None
     seconds = {}
+    size = "x".join(str(n) for n in fixed.grid.size_ijk)
     t0 = time.perf_counter()
-    warped = resample_labels(moving, fixed.grid, transform, progress=monitor.stage(0.0, 0.3))
+    with memory_step(f"resample the moving segmentation onto the fixed grid ({size} voxels)"):
+        warped = resample_labels(moving, fixed.grid, transform, progress=monitor.stage(0.0, 0.3))
     seconds["resample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    dice = dice_per_label(fixed.array, warped.array, labels)
-    rows = []
-    surfaces = monitor.stage(0.3, 0.7)
-    for n, label in enumerate(labels):
-        surfaces.report(n / len(labels), "surface distances")
-        rows.append(_label_row(label, names.get(label, str(label)), dice[label], fixed.array == label,
-                               warped.array == label, fixed.grid))
+    with memory_step(f"compute the overlap and surface distances on the fixed grid ({size} voxels)"):
+        rows = _label_rows(fixed, warped, labels, names, monitor.stage(0.3, 0.7))
     seconds["overlap_and_surfaces"] = time.perf_counter() - t0
 
     jac = jac_mask = jac_image = None
     if jacobian:
         t0 = time.perf_counter()
-        det = jacobian_determinant_on_grid(transform, fixed.grid, monitor.stage(0.7, 0.95))
-        grad = gradient_magnitude_per_mm(det, fixed.grid)
-        jac = jacobian_summary(det, fixed.grid, grad_magnitude=grad)
-        jac_mask = jacobian_summary(det, fixed.grid, fixed.array != 0, grad_magnitude=grad)
-        jac_image = Image(det.astype(np.float32), fixed.grid)
+        with memory_step(f"compute the Jacobian determinant on the fixed grid ({size} voxels)",
+                         "skip it with --no-jacobian (jacobian=False)"):
+            jac, jac_mask, jac_image = _jacobian_statistics(transform, fixed, monitor.stage(0.7, 0.95))
         seconds["jacobian"] = time.perf_counter() - t0
     monitor.report(1.0, "evaluation done")
     return CaseEvaluation(

@@ -95,16 +95,22 @@ def _label_names(folder: Path, argument: str) -> dict:
         raise InputError(argument, f"{path}: 'labels' must map label values to names") from None
 
 
-def load_case(files: CaseFiles) -> dict:
-    """Read one case: ``evaluate_case`` keyword arguments plus ``fixed_image`` (or None)."""
+def load_case(files: CaseFiles, label_channel: Optional[int] = None) -> dict:
+    """Read one case: ``evaluate_case`` keyword arguments plus ``fixed_image`` (or None). ``label_channel``: the
+    channel of 4-D label images to evaluate (``--label-channel``). A fixed segmentation outside the fixed image's
+    field of view (when there is one) is an error."""
     from MMRegistrationLib.io import match_segmentations, read_image, read_landmarks, read_segmentation, read_transform
+    from MMRegistrationLib.io.segmentations import check_on_image
 
     def arg(path: Path) -> str:
         return f"{files.name}/{path.name}"
 
+    fixed_seg = read_segmentation(files.fixed_seg, arg(files.fixed_seg), label_channel)
+    fixed_image = read_image(files.fixed_image, arg(files.fixed_image)) if files.fixed_image is not None else None
+    if fixed_image is not None:
+        check_on_image(fixed_seg.labelmap, fixed_image.grid, arg(files.fixed_seg), arg(files.fixed_image))
     fseg, mseg, names = match_segmentations(
-        read_segmentation(files.fixed_seg, arg(files.fixed_seg)),
-        read_segmentation(files.moving_seg, arg(files.moving_seg)),
+        fixed_seg, read_segmentation(files.moving_seg, arg(files.moving_seg), label_channel),
         arg(files.fixed_seg), arg(files.moving_seg),
     )
     names = names or _label_names(files.folder, arg(files.folder / "case.json"))
@@ -118,7 +124,6 @@ def load_case(files: CaseFiles) -> dict:
         if len(flm) != len(mlm):
             raise InputError(arg(files.moving_landmarks), f"has {len(mlm)} landmarks but the fixed list has {len(flm)}")
     transform = read_transform(files.transform, arg(files.transform)) if files.transform is not None else None
-    fixed_image = read_image(files.fixed_image, arg(files.fixed_image)) if files.fixed_image is not None else None
     return {"fixed_seg": fseg, "moving_seg": mseg, "transform": transform, "label_names": names,
             "fixed_landmarks": flm, "moving_landmarks": mlm, "fixed_image": fixed_image}
 
@@ -131,6 +136,7 @@ def evaluate_cohort(
     jacobian: bool = True,
     progress=None,
     cancel=None,
+    label_channel: Optional[int] = None,
 ) -> tuple:
     """Evaluate every case (see the module docstring) with :func:`evaluate_case`.
 
@@ -139,6 +145,7 @@ def evaluate_cohort(
         transform_name: transform file name inside each case folder (absent = identity).
         out_dir: if given, the output folder (replaced as a whole; nothing is written if any case fails).
         figures: write ``<case>.png`` and ``boxplots.png`` (only with ``out_dir``).
+        label_channel: with 4-D label images (one binary channel per structure), the channel to evaluate.
 
     Returns:
         ``(rows, summary)``: one dict per case (``case``, ``transform``, ``dice_<label>``, ``msd_mm_<label>``,
@@ -158,9 +165,11 @@ def evaluate_cohort(
         for n, case in enumerate(files):
             stage = monitor.stage(n / len(files), (n + 1) / len(files))
             try:
-                inputs = load_case(case)
+                inputs = load_case(case, label_channel)
                 fixed_image = inputs.pop("fixed_image")
-                ev = evaluate_case(**inputs, jacobian=jacobian, progress=stage.stage(0.0, 0.9))
+                inner = stage.stage(0.0, 0.9)  # one "cohort" stage for a progress display, the case's step as detail
+                ev = evaluate_case(**inputs, jacobian=jacobian,
+                                   progress=lambda f, m, s=inner, name=case.name: s.report(f, f"cohort: {name}: {m}"))
             except InputError as err:
                 raise InputError("--cohort", f"case '{case.name}': {err}") from None
             rows.append(case_row(case.name, ev, case.transform.name if case.transform else "identity"))
@@ -169,7 +178,7 @@ def evaluate_cohort(
 
                 evaluation_figure(inputs["fixed_seg"], ev.warped_moving_seg, folder / f"{case.name}.png",
                                   ev.jacobian_image, fixed_image, title=f"{case.name} ({rows[-1]['transform']})")
-            stage.report(1.0, f"case {case.name} done")
+            stage.report(1.0, f"cohort: {case.name} done")
         summary = summarize(rows)
         if folder is not None:
             atomic_write_text(folder / "cases.csv", csv_text(rows, table_columns(rows)))

@@ -102,16 +102,25 @@ def _channel_as_labelmap(image: sitk.Image, channel: int, argument: str, path: P
     return Segmentation(Image((values > 0.5).astype(np.uint8), grid), {})
 
 
+def _refuse_channel(image: sitk.Image, is_seg_nrrd: bool, argument: str, path: Path) -> None:
+    """``--label-channel`` given for a file without channels: an :class:`InputError` naming it (never ignored)."""
+    what = "a Slicer .seg.nrrd (its segments are chosen by name)" if is_seg_nrrd else (
+        f"a {image.GetDimension()}-D label map, not a 4-D image with one channel per structure")
+    raise InputError("--label-channel", f"{argument} {path} is {what}; leave --label-channel out for it")
+
+
 def read_segmentation(path: str | os.PathLike, argument: str = "segmentation", channel: int | None = None) -> Segmentation:
     """Read a label map or a Slicer ``.seg.nrrd``; raises :class:`InputError` if empty, non-integer or not 3-D.
 
-    ``channel``: for a 4-D label image with one binary channel per structure, use that channel as label 1.
+    ``channel``: for a 4-D label image with one binary channel per structure, use that channel as label 1; given
+    for any other file (a 3-D label map, a ``.seg.nrrd``) it is an :class:`InputError` naming ``--label-channel``.
     """
     path = Path(path)
     image = read_sitk_image(path, argument)
-    if "Segment0_Name" in image.GetMetaDataKeys() or any(
-        k.startswith("Segment") and k.endswith("_Name") for k in image.GetMetaDataKeys()
-    ):
+    is_seg_nrrd = any(k.startswith("Segment") and k.endswith("_Name") for k in image.GetMetaDataKeys())
+    if channel is not None and (is_seg_nrrd or image.GetDimension() != 4):
+        _refuse_channel(image, is_seg_nrrd, argument, path)
+    if is_seg_nrrd:
         seg = _read_seg_nrrd(image, argument, path)
     elif image.GetDimension() == 4 and channel is not None:
         seg = _channel_as_labelmap(image, int(channel), argument, path)
@@ -201,3 +210,51 @@ def check_same_labels(
             "; ".join(parts) + " — corresponding structures must share a label value",
         )
     return sorted(lf)
+
+
+def foreground_corners_world(labelmap: Image) -> np.ndarray:
+    """World (LPS mm) corners ``(8, 3)`` of the box of the non-zero voxels (outer faces, index -0.5/+0.5), in the
+    label map's own index axes; None when the map is empty."""
+    arr = labelmap.array
+    bounds = []
+    for axis in range(3):  # array axes k, j, i
+        present = np.flatnonzero(arr.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return None
+        bounds.append((present[0] - 0.5, present[-1] + 0.5))
+    lo_hi_ijk = bounds[::-1]  # (i, j, k)
+    corners = np.array([[lo_hi_ijk[a][bit] for a, bit in enumerate(bits)] for bits in np.ndindex(2, 2, 2)], float)
+    return labelmap.grid.index_to_world(corners)
+
+
+def distance_outside_mm(points: np.ndarray, grid: Grid, tolerance_voxels: float = 1.0) -> float:
+    """How far (mm, along the grid's axes) the farthest of ``points (N, 3)`` lies beyond ``grid``'s field of view
+    (the voxel box, indices -0.5 .. n - 0.5) grown by ``tolerance_voxels`` on every side; 0 when all are inside."""
+    index = grid.world_to_index(points)
+    size = np.asarray(grid.size_ijk, dtype=np.float64)
+    beyond = np.maximum(-0.5 - tolerance_voxels - index, index - (size - 0.5 + tolerance_voxels))
+    beyond = np.maximum(beyond, 0.0) * grid.spacing
+    return float(np.linalg.norm(beyond, axis=-1).max())
+
+
+def check_on_image(labelmap: Image, image_grid: Grid, argument: str, image_argument: str,
+                   other_grid: Grid | None = None, other_argument: str | None = None) -> None:
+    """A segmentation belongs to its image: on exactly its grid, or on another grid (e.g. a Slicer ``.seg.nrrd``
+    cropped to its segments) whose non-zero voxels lie inside the image's field of view within one voxel.
+
+    Raises :class:`InputError` naming ``argument`` and ``image_argument``: on ``other_grid`` (the other image's,
+    ``other_argument``) but not on its own (the two segmentations swapped?), or outside the image's field of view.
+    """
+    if labelmap.grid.same_as(image_grid):
+        return
+    if other_grid is not None and labelmap.grid.same_as(other_grid):
+        raise InputError(argument, f"is on {other_argument}'s grid, not on {image_argument}'s (swapped with the other "
+                                   f"segmentation?); each segmentation must be of its own image")
+    corners = foreground_corners_world(labelmap)
+    if corners is None:
+        return  # emptiness is reported where the map is read
+    if distance_outside_mm(corners, image_grid, tolerance_voxels=1.0) > 0:
+        beyond = distance_outside_mm(corners, image_grid, tolerance_voxels=0.0)
+        raise InputError(argument, f"lies outside {image_argument}'s field of view (its segmented voxels reach "
+                                   f"{beyond:.1f} mm beyond it): it is not a segmentation of {image_argument} "
+                                   f"(swapped, or a different case?)")

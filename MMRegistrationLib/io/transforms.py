@@ -81,6 +81,15 @@ def _bspline_domain_grid(tx: sitk.BSplineTransform, spacing_mm: float = 1.0, max
     return Grid.from_geometry(tuple(size[::-1]), spacing, origin + direction @ (spacing / 2), direction)
 
 
+def _field_from_sitk(field_img: sitk.Image, source: str, target: str) -> DisplacementField:
+    """A displacement-field image as a :class:`DisplacementField`, with one numpy copy of the vectors (large fields
+    are the biggest thing an evaluation reads)."""
+    grid = Grid.from_geometry(field_img.GetSize()[::-1], field_img.GetSpacing(), field_img.GetOrigin(),
+                              np.array(field_img.GetDirection()).reshape(3, 3))
+    disp = sitk.GetArrayFromImage(field_img)
+    return DisplacementField(grid, torch.from_numpy(disp.astype(np.float64, copy=False)), source, target)
+
+
 def from_sitk_transform(
     tx: sitk.Transform, source: str = "fixed", target: str = "moving", argument: str = "transform"
 ) -> SpatialTransform:
@@ -101,10 +110,7 @@ def from_sitk_transform(
     if tx.IsLinear():
         return _affine_from_linear(tx, source, target)
     if isinstance(tx, sitk.DisplacementFieldTransform):
-        field_img = tx.GetDisplacementField()
-        ref = Image.from_sitk(sitk.VectorIndexSelectionCast(field_img, 0))
-        disp = sitk.GetArrayFromImage(field_img).astype(np.float64)
-        return DisplacementField(ref.grid, torch.from_numpy(disp), source, target)
+        return _field_from_sitk(tx.GetDisplacementField(), source, target)
     if isinstance(tx, sitk.BSplineTransform):
         grid = _bspline_domain_grid(tx)
         ref = Image(np.zeros(grid.shape, np.uint8), grid).to_sitk()

@@ -66,3 +66,8 @@ class FourierFeatureMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.encode(x))
+
+    def from_encoded(self, features: torch.Tensor) -> torch.Tensor:
+        """The output for inputs already encoded by :meth:`encode` (the frequencies are fixed, so the encoding of
+        fixed points can be computed once)."""
+        return self.net(features)

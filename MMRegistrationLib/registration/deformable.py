@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from MMRegistrationLib.core.box import OrientedBox
+from MMRegistrationLib.core.device import move
 from MMRegistrationLib.core.errors import MMRegError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.progress import Monitor
@@ -131,12 +132,16 @@ class MLPVelocity(VelocitySource):
 
     def raw(self, grid: Grid) -> torch.Tensor:
         key = (grid.shape, grid.affine.tobytes())
-        coords = self._cache.get(key)
-        if coords is None:  # the coordinates of a grid are computed once
+        inputs = self._cache.get(key)
+        if inputs is None:  # the coordinates of a grid (and their fixed Fourier encoding) are computed once
             points = grid.world_points_torch(device=self.low.device, dtype=self.low.dtype).reshape(-1, 3)
-            coords = 2 * (points - self.low) / (self.high - self.low).clamp(min=1e-6) - 1
-            self._cache[key] = coords
-        return self.mlp(coords).reshape(*grid.shape, 3) * self.scale_mm
+            inputs = 2 * (points - self.low) / (self.high - self.low).clamp(min=1e-6) - 1
+            if hasattr(self.mlp, "from_encoded"):
+                with torch.no_grad():
+                    inputs = self.mlp.encode(inputs)
+            self._cache[key] = inputs
+        out = self.mlp.from_encoded(inputs) if hasattr(self.mlp, "from_encoded") else self.mlp(inputs)
+        return out.reshape(*grid.shape, 3) * self.scale_mm
 
 
 # ---- the optimisation loop --------------------------------------------------------------------------------------
@@ -156,15 +161,17 @@ class AdamFit:
 
 def fit_adam(module: nn.Module, terms: Callable[[], dict], iterations: int, learning_rate: float, patience: int,
              min_improvement: float, monitor: Monitor, label: str,
-             describe: Callable[[dict], str] = lambda terms: "") -> AdamFit:
+             describe: Callable[[dict], str] = lambda terms: "",
+             optimizer: Optional[torch.optim.Optimizer] = None) -> AdamFit:
     """Minimise the sum of ``terms()`` (name -> weighted scalar tensor) over ``module``'s parameters with Adam.
 
     Stops after ``iterations`` or when the loss has not decreased by ``min_improvement`` (relative) for ``patience``
     iterations; the module is left in the state whose loss was lowest (saved before the step that moves it).
     ``monitor`` reports each iteration (with ``describe(terms)``) and cancels; a NaN/Inf term raises
-    :class:`MMRegError` naming it.
+    :class:`MMRegError` naming it. ``optimizer``: an Adam over ``module``'s parameters to continue (its moments
+    carry over, e.g. from a coarser level); default: a new one with ``learning_rate``.
     """
-    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    optimizer = optimizer if optimizer is not None else torch.optim.Adam(module.parameters(), lr=learning_rate)
     fit, best_state, since_best = AdamFit(), None, 0
     for it in range(iterations):
         monitor.check(label)
@@ -185,7 +192,7 @@ def fit_adam(module: nn.Module, terms: Callable[[], dict], iterations: int, lear
             since_best += 1
         loss.backward()
         optimizer.step()
-        monitor.report((it + 1) / iterations, f"{label} iteration {it + 1}: {describe(fit.last_terms)}")
+        monitor.report((it + 1) / iterations, f"{label}: iteration {it + 1}: {describe(fit.last_terms)}")
         if since_best >= patience:
             break
     if best_state is not None:
@@ -200,7 +207,7 @@ def finish_velocity(velocity: VelocitySource, out_grid: Grid, affine: np.ndarray
     Returns ``(transform fixed -> moving, inverse moving -> fixed, info)``: ``T = A o exp(v)``, ``T^-1 = exp(-v) o
     A^-1``; ``info`` holds the output grid, the largest displacement and the Jacobian statistics."""
     with torch.no_grad():
-        v = velocity.on(out_grid).to(torch.float64).cpu()
+        v = move(velocity.on(out_grid), "cpu", torch.float64)
         forward = exponentiate(v, out_grid, steps)
         backward = exponentiate(-v, out_grid, steps)
     field_forward = DisplacementField(out_grid, forward, "fixed", SVF_SPACE)

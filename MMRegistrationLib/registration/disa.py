@@ -364,7 +364,7 @@ class _Refiner:
             losses.append(loss)
             self.step += 1
             self.monitor.report(0.1 + 0.6 * self.step / self.total_steps,
-                                f"DISA {model.kind} level {li + 1}: loss {loss:.4f}")
+                                f"DISA: {model.kind} level {li + 1}, loss {loss:.4f}")
         return p, losses[-1], losses
 
 

@@ -56,13 +56,13 @@ def fit_velocity_field(level, matrix: np.ndarray, config: DISARegistrationConfig
         if config.weight_bending <= 0:
             return loss[0] * scale
         reg = bending_energy(vw.permute(3, 0, 1, 2)[None], vgrid.spacing)[0]
-        return loss[0] * scale + config.weight_bending * reg.to(torch.float64)
+        return loss[0] * scale + config.weight_bending * reg.to(loss.dtype)  # float64, float32 on MPS
 
     values, final, count = minimize_lbfgs(velocity.values.detach(), loss_fn, config.deformable_iterations, monitor,
                                           "deformable")
     with torch.no_grad():
         velocity.values.copy_(values)
-    monitor.report(0.8, f"DISA deformable: loss {final:.4f}")
+    monitor.report(0.8, f"DISA: deformable, loss {final:.4f}")
     out_grid = vgrid.resized(min(config.output_spacing_mm, config.grid_spacing_mm))
     transform, inverse, finished = finish_velocity(velocity, out_grid, matrix, steps + 1)
     info = {

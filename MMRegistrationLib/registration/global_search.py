@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from MMRegistrationLib.core.device import move
 
 
 def rotation_matrices(vectors: torch.Tensor) -> torch.Tensor:
@@ -79,8 +80,8 @@ def evaluate_in_batches(evaluate: Callable, poses: torch.Tensor, batch: int, che
             if check is not None:
                 check()
             loss, overlap = evaluate(poses[b0:b0 + batch])
-            losses.append(loss.detach().to("cpu", torch.float64))
-            overlaps.append(overlap.detach().to("cpu", torch.float64))
+            losses.append(move(loss.detach(), "cpu", torch.float64))
+            overlaps.append(move(overlap.detach(), "cpu", torch.float64))
     return torch.cat(losses), torch.cat(overlaps)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from MMRegistrationLib.core.device import move
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
@@ -74,10 +75,14 @@ def signed_distance_mm(mask: np.ndarray, grid: Grid, clip_mm: float | None = Non
 
 
 def masks_overlap(fixed_seg: Image, moving_seg: Image, transform: AffineTransform, labels: Sequence[int]) -> bool:
-    """True if the fixed foreground and the moving foreground mapped through ``transform`` share a voxel."""
-    warped = resample(moving_seg, fixed_seg.grid, transform, interpolation="label-nearest")
-    fixed_fg = np.isin(fixed_seg.array, labels)
-    return bool(np.any(fixed_fg & np.isin(warped.array, labels)))
+    """True if the fixed foreground and the moving foreground mapped through ``transform`` share a voxel (the moving
+    labels looked up, nearest neighbour, at the fixed foreground voxels only)."""
+    fixed_voxels = np.argwhere(np.isin(fixed_seg.array, labels))[:, ::-1]  # (N, 3) i, j, k
+    mapped = fixed_seg.grid.index_to_world(fixed_voxels) @ transform.matrix[:3, :3].T + transform.matrix[:3, 3]
+    index = np.rint(moving_seg.grid.world_to_index(mapped)).astype(np.int64)  # (N, 3) i, j, k
+    inside = np.all((index >= 0) & (index < np.array(moving_seg.grid.size_ijk)), axis=1)
+    i, j, k = index[inside].T
+    return bool(np.any(np.isin(moving_seg.array[k, j, i], labels)))
 
 
 def sdm_stack(seg: Image, labels: Sequence[int], spacing_mm: float, clip_mm: float) -> tuple:
@@ -190,8 +195,8 @@ def _distance_map_loss(fixed_seg: Image, moving_seg: Image, labels: list, weight
 
     def loss_fn(params: torch.Tensor) -> torch.Tensor:
         linear, offset = model.linear_one(params)  # T(x) = linear x + offset (float64), folded into grid_sample
-        a = (to_normalized[:3, :3] @ linear).to(device=device, dtype=torch.float32)  # coordinates: one matmul
-        b = (to_normalized[:3, :3] @ offset + to_normalized[:3, 3]).to(device=device, dtype=torch.float32)
+        a = move(to_normalized[:3, :3] @ linear, device, torch.float32)  # coordinates: one matmul
+        b = move(to_normalized[:3, :3] @ offset + to_normalized[:3, 3], device, torch.float32)
         warped = sample_normalized(moving_volume, points @ a.T + b)
         return (((warped - fixed_values) ** 2).mean(dim=0) * w).sum()
 

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from MMRegistrationLib.core.device import move
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
@@ -244,7 +245,7 @@ class _FixedVelocity(VelocitySource):
 def _finish_displacement(displacement: torch.Tensor, grid: Grid, initial: AffineTransform) -> tuple:
     """A ``ddf`` network's windowed displacement (LPS mm) composed with the initial affine; the inverse by
     fixed-point inversion of the field."""
-    field = DisplacementField(grid, displacement.to(torch.float64).cpu(), "fixed", SVF_SPACE)
+    field = DisplacementField(grid, move(displacement, "cpu", torch.float64), "fixed", SVF_SPACE)
     linear = AffineTransform(initial.matrix, SVF_SPACE, "moving")
     det = jacobian_determinant(field)
     info = {"max_displacement_mm": float(np.linalg.norm(field.numpy(), axis=-1).max()),

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from MMRegistrationLib.core.device import move
 from MMRegistrationLib.registration.global_search import rotation_matrices
 from MMRegistrationLib.spatial.affine import rotation_matrix
 from MMRegistrationLib.spatial.probe import compress
@@ -90,13 +91,13 @@ class PoseModel:
     def map(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         m_lin, m_off = self.linear(params)
         dtype = points.dtype
-        m_lin, m_off = m_lin.to(points.device, dtype), m_off.to(points.device, dtype)
+        m_lin, m_off = move(m_lin, points.device, dtype), move(m_off, points.device, dtype)
         if self.kind == "probe":
             amplitude, decay = self.probe_parameters(params)
             p0 = torch.as_tensor(self.probe[0], dtype=dtype, device=points.device)
             n = torch.as_tensor(self.probe[1], dtype=dtype, device=points.device)
-            pts = compress(points[None], p0, n, amplitude.to(points.device, dtype)[:, None],
-                           decay.to(points.device, dtype)[:, None])
+            pts = compress(points[None], p0, n, move(amplitude, points.device, dtype)[:, None],
+                           move(decay, points.device, dtype)[:, None])
             return torch.einsum("bij,bpj->bpi", m_lin, pts) + m_off[:, None]
         return torch.einsum("bij,pj->bpi", m_lin, points) + m_off[:, None]
 

@@ -29,6 +29,7 @@ from MMRegistrationLib.core.box import OrientedBox
 from MMRegistrationLib.core.device import resolve_device, seed_everything
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.progress import Monitor
+from MMRegistrationLib.core.threads import choose_threads, engine_threads
 from MMRegistrationLib.io.regions import check_region, describe_box
 from MMRegistrationLib.networks.registration import RegistrationNet, load_registration_net, resolve_weights_path
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
@@ -87,10 +88,15 @@ class RefinementSession:
         device: ``auto``, ``cpu``, ``cuda``, ``mps``.
         seed: seeds torch before each step (CPU runs are deterministic).
         metrics: compute Dice/TRE after each step (what the history table shows).
+        threads: CPU threads (``--threads``); ``None`` = the engine's thread policy for the images' size.
     """
 
-    def __init__(self, inputs: RegistrationInputs, device: str = "auto", seed: int = 0, metrics: bool = True):
+    def __init__(self, inputs: RegistrationInputs, device: str = "auto", seed: int = 0, metrics: bool = True,
+                 threads: Optional[int] = None):
+        from MMRegistrationLib.registration.pipeline import work_voxels
+
         self.inputs = inputs
+        self.threads = choose_threads(threads, work_voxels(inputs))
         self.device = resolve_device(device)
         self.seed = int(seed)
         self.with_metrics = bool(metrics)
@@ -154,7 +160,7 @@ class RefinementSession:
         from MMRegistrationLib.registration.pipeline import run_registration
 
         result, record = run_registration("net", self.inputs, init, options, self.seed, str(self.device), progress,
-                                          cancel, initial=initial)
+                                          cancel, initial=initial, threads=self.threads)
         weights = record["method_info"]["weights"]
         self._load_network(weights)
         seconds = float(sum(record["wall_seconds"].get(k, 0.0) for k in ("init", "register")))
@@ -202,9 +208,10 @@ class RefinementSession:
         monitor = Monitor.wrap(progress, cancel)
         current = self.current
         started = time.perf_counter()
-        result = tune_step(self.inputs, current.transform, current.inverse, network, grid, box, config,
-                           config.iterations_for(box is not None), precision, self.device, monitor, name, config.hold, config.hold_weight,
-                           config.ramp_mm)
+        with engine_threads(self.threads):
+            result = tune_step(self.inputs, current.transform, current.inverse, network, grid, box, config,
+                               config.iterations_for(box is not None), precision, self.device, monitor, name,
+                               config.hold, config.hold_weight, config.ramp_mm)
         seconds = time.perf_counter() - started
         if kind == "rso":
             self._rso_count += 1
@@ -269,6 +276,7 @@ class RefinementSession:
             "step": step.name,
             "seed": self.seed,
             "device": str(self.device),
+            "threads": self.threads.as_dict(),
             "wall_seconds": {"step": step.seconds},
             "history": [s.row() for s in self._steps[: index + 1]],
             "method_info": step.info,
@@ -278,8 +286,9 @@ class RefinementSession:
         if step.loss_curve:
             base["loss_curve"] = step.loss_curve
         base.update(record or {})
-        return write_outputs(out_dir, self.inputs, RegistrationResult(step.transform, step.inverse, {}, step.info),
-                             base)
+        with engine_threads(self.threads):
+            return write_outputs(out_dir, self.inputs,
+                                 RegistrationResult(step.transform, step.inverse, {}, step.info), base)
 
 
 def box_at(center_mm, size_mm: float = 40.0, axes=None) -> OrientedBox:

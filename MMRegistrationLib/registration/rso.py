@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from MMRegistrationLib.core.box import OrientedBox
+from MMRegistrationLib.core.device import move
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
@@ -449,7 +450,7 @@ def tune_step(inputs: RegistrationInputs, previous: SpatialTransform, previous_i
         if geometry.grid is not grid:
             fine = fine * (box_window(box, grid, box_ramp_mm, device) if box is not None and hold == "window"
                            else border_window(grid, ramp, device))
-        c_world = fine.to(torch.float64).cpu()
+        c_world = move(fine, "cpu", torch.float64)
     transform, inverse, stats = _compose(c_world, grid, steps + 1, previous, previous_inverse)
     info = {
         "step": label,

@@ -15,6 +15,7 @@ the loss points exactly as the moving ones are at ``T(p)``), so identical inputs
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Optional, Sequence
 
@@ -99,15 +100,14 @@ def sinr_register(
     image = _image_term(fixed_image, moving_image, box, vel_grid, initial, config, device, torch.float32)
     monitor.check("SINR")
     t_setup = time.perf_counter()
-    fit = fit_adam(velocity, lambda: _loss_terms(velocity, surfaces, image, config), config.iterations,
-                   config.learning_rate, config.patience, config.min_improvement, monitor, "SINR",
-                   describe=lambda terms: f"Dice loss {terms['dice']:.4f}")
+    fit, coarse_run = _fit(velocity, surfaces, image, config, monitor)
     t_fit = time.perf_counter()
     # the fitted field is continuous: the outputs are exponentiated on a finer grid than the fit used
     out_grid = box.resized(min(config.output_spacing_mm, config.velocity_spacing_mm))
     transform, inverse, finished = finish_velocity(velocity, out_grid, initial.matrix, config.squaring_steps + 1)
     info = {
-        "iterations": fit.iterations,
+        "iterations": coarse_run + fit.iterations,
+        "coarse_iterations": coarse_run,
         "final_loss": fit.history[-1] if fit.history else None,
         "best_loss": fit.best,
         "final_terms": fit.last_terms,
@@ -140,31 +140,68 @@ def _velocity_box(fixed_seg: Image, labels: Sequence[int], config: SINRConfig, r
     return region_box(region, float(fixed_seg.grid.spacing.min()))
 
 
-def _loss_terms(velocity: MLPVelocity, surfaces: "SurfaceTerms", image, config: SINRConfig) -> dict:
-    """The weighted loss terms of the current field (name -> scalar tensor)."""
-    v = velocity.on()
-    u = exponentiate(v, velocity.grid, config.squaring_steps)
-    terms = surfaces.terms(u, config)
+def fit_levels(vel_grid: Grid, config: SINRConfig) -> list:
+    """``[(grid, iterations, coarse), ...]``: ``coarse_iterations`` on the box at twice the velocity spacing (and the
+    losses at every other point), then the rest on the velocity grid (the MLP is a continuous field, evaluated on
+    either)."""
+    coarse = min(config.coarse_iterations, config.iterations - 1)
+    if coarse <= 0:
+        return [(vel_grid, config.iterations, False)]
+    return [(vel_grid.resized(2 * config.velocity_spacing_mm), coarse, True),
+            (vel_grid, config.iterations - coarse, False)]
+
+
+def _fit(velocity: MLPVelocity, surfaces: "SurfaceTerms", image, config: SINRConfig, monitor: Monitor) -> tuple:
+    """Adam over the levels of :func:`fit_levels` (each keeps its best state). Returns ``(fit, coarse)``: the last
+    level's :class:`AdamFit` and the iterations run before it."""
+    levels = fit_levels(velocity.grid, config)
+    done, total, fits = 0, sum(n for _, n, _ in levels), []
+    optimizer = torch.optim.Adam(velocity.parameters(), lr=config.learning_rate)  # its moments carry across levels
+    for grid, iterations, coarse in levels:
+        terms = surfaces.coarse() if coarse else surfaces
+        fits.append(fit_adam(velocity, lambda g=grid, t=terms: _loss_terms(velocity, t, image, config, g), iterations,
+                             config.learning_rate, config.patience, config.min_improvement,
+                             monitor.stage(done / total, (done + iterations) / total), "SINR",
+                             describe=lambda terms: f"Dice loss {terms['dice']:.4f}", optimizer=optimizer))
+        done += iterations
+    return fits[-1], sum(f.iterations for f in fits[:-1])
+
+
+def _loss_terms(velocity: MLPVelocity, surfaces: "SurfaceTerms", image, config: SINRConfig,
+                grid: Optional[Grid] = None) -> dict:
+    """The weighted loss terms of the current field on ``grid`` (default: the velocity grid; name -> scalar
+    tensor)."""
+    grid = velocity.grid if grid is None else grid
+    v = velocity.on(grid)
+    u = exponentiate(v, grid, config.squaring_steps)
+    terms = surfaces.terms(u, config, grid)
     field = v.permute(3, 0, 1, 2)[None]  # (1, 3, K, J, I), as the losses take fields
-    spacing = velocity.grid.spacing
+    spacing = grid.spacing
     terms["mse"] = config.weight_mse * velocity_mse(field)[0]
     if config.weight_tv > 0:
         terms["tv"] = config.weight_tv * total_variation(field, spacing)[0]
     if config.weight_bending > 0:
         terms["bending"] = config.weight_bending * bending_energy(field, spacing)[0]
     if image is not None:
-        terms["image"] = config.weight_image * (image.loss(u) - image.start)
+        terms["image"] = config.weight_image * (image.loss(u, grid) - image.start)
     return terms
 
 
-def _soft_masks(seg: Image, labels: Sequence[int], smoothing_mm: float) -> np.ndarray:
-    """``(C, K, J, I)`` float32 indicator of each label, Gaussian-smoothed by ``smoothing_mm``."""
+def _soft_masks(seg: Image, labels: Sequence[int], smoothing_mm: float) -> tuple:
+    """``((C, K, J, I) float32 indicator of each label, Gaussian-smoothed by smoothing_mm, its grid)``: computed on
+    ``seg``'s grid cropped to the labels' bounding box grown by the filter's reach (4 sigma, as SciPy truncates, plus a
+    voxel), which gives exactly the values of the whole grid (outside the crop they are 0)."""
     sigma = smoothing_mm / seg.grid.spacing[::-1] if smoothing_mm > 0 else None
+    reach = np.ceil(4.0 * sigma).astype(int) + 1 if sigma is not None else np.ones(3, dtype=int)
+    inside = np.argwhere(np.isin(seg.array, labels))  # (N, 3) k, j, i
+    start = np.maximum(inside.min(0) - reach, 0)
+    stop = np.minimum(inside.max(0) + 1 + reach, seg.array.shape)
+    crop = seg.array[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
     out = []
     for lab in labels:
-        m = (seg.array == lab).astype(np.float32)
+        m = (crop == lab).astype(np.float32)
         out.append(ndimage.gaussian_filter(m, sigma) if sigma is not None else m)
-    return np.stack(out)
+    return np.stack(out), seg.grid.cropped(start[::-1], stop[::-1])
 
 
 class _Sampled:
@@ -181,6 +218,27 @@ class _Sampled:
         """``(C, P)`` values at ``A(p + displacement)`` (``displacement`` ``(P, 3)`` mm; None = 0)."""
         coords = self.base if displacement is None else self.base + displacement @ self.linear.T
         return sample_normalized(self.volume, coords, padding_mode=self.padding).T
+
+    def subset(self, keep: torch.Tensor) -> "_Sampled":
+        """The same volume sampled at the points ``keep`` selects."""
+        out = copy.copy(self)
+        out.base = self.base[keep]
+        return out
+
+
+class GridCoordinates:
+    """Fixed points ``(P, 3)`` (LPS mm) in the normalised coordinates of a grid, computed once per grid."""
+
+    def __init__(self, points: torch.Tensor, default: Grid):
+        self.points, self.default, self._cache = points, default, {}
+
+    def on(self, grid: Optional[Grid] = None) -> torch.Tensor:
+        grid = self.default if grid is None else grid
+        key = (grid.shape, grid.affine.tobytes())
+        if key not in self._cache:
+            m = torch.as_tensor(world_to_normalized_matrix(grid), dtype=self.points.dtype, device=self.points.device)
+            self._cache[key] = self.points @ m[:3, :3].T + m[:3, 3]
+        return self._cache[key]
 
 
 class SurfaceTerms:
@@ -199,20 +257,20 @@ class SurfaceTerms:
         clip = config.sdm_clip_mm
         fixed_sdm, sdm_grid = sdm_stack(fixed_seg, labels, config.loss_spacing_mm, max(config.band_mm + 1.0, clip))
         near = _Sampled(fixed_sdm, sdm_grid, points, np.eye(4), "border").at()  # (C, P)
-        points = points[(near < config.band_mm).any(dim=0)]
+        band = (near < config.band_mm).any(dim=0)
+        k, j, i = np.unravel_index(np.flatnonzero(band.cpu().numpy()), loss_grid.shape)
+        self._every_other = torch.as_tensor((k % 2 == 0) & (j % 2 == 0) & (i % 2 == 0), device=device)
+        points = points[band]
         self.count = int(len(points))
         if self.count == 0:
             raise InputError("--roi", "the box holds no fixed structure (no point inside or near a fixed segment)")
         primary = 1 if 1 in labels else labels[0]
         self.weights = torch.tensor([1.0 if lab == primary else config.context_weight for lab in labels],
                                     dtype=torch.float32, device=device)
-        to_v = torch.as_tensor(world_to_normalized_matrix(vel_grid), dtype=torch.float32, device=device)
-        self.at_velocity = points @ to_v[:3, :3].T + to_v[:3, 3]  # the points in the velocity grid's coordinates
+        self.at_velocity = GridCoordinates(points, vel_grid)  # the points in a velocity grid's coordinates
         smooth = config.mask_smoothing_mm
-        self.fixed_masks = _Sampled(_soft_masks(fixed_seg, labels, smooth), fixed_seg.grid, points, np.eye(4),
-                                    "zeros").at()
-        self.moving_masks = _Sampled(_soft_masks(moving_seg, labels, smooth), moving_seg.grid, points, initial.matrix,
-                                     "zeros")
+        self.fixed_masks = _Sampled(*_soft_masks(fixed_seg, labels, smooth), points, np.eye(4), "zeros").at()
+        self.moving_masks = _Sampled(*_soft_masks(moving_seg, labels, smooth), points, initial.matrix, "zeros")
         self.fixed_distances = self.moving_distances = None
         if config.weight_sdm > 0:
             self.fixed_distances = _Sampled(np.clip(fixed_sdm, -clip, clip), sdm_grid, points, np.eye(4),
@@ -228,9 +286,26 @@ class SurfaceTerms:
                 "to these images, or start from --init com / rigid-mask or a closer initial transform",
             )
 
-    def terms(self, u: torch.Tensor, config: SINRConfig) -> dict:
-        """``u (K, J, I, 3)`` displacement on the velocity grid -> weighted ``{"dice", "sdm"}`` terms."""
-        u_points = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity)  # (P, 3)
+    def coarse(self) -> "SurfaceTerms":
+        """The same terms at every other loss point along each axis (twice the loss spacing), for the coarse level;
+        ``self`` where that leaves no point."""
+        keep = self._every_other
+        if not bool(keep.any()):
+            return self
+        out = copy.copy(self)
+        out.count = int(keep.sum())
+        out.at_velocity = GridCoordinates(self.at_velocity.points[keep], self.at_velocity.default)
+        out.fixed_masks = self.fixed_masks[:, keep]
+        out.moving_masks = self.moving_masks.subset(keep)
+        if self.fixed_distances is not None:
+            out.fixed_distances = self.fixed_distances[:, keep]
+            out.moving_distances = self.moving_distances.subset(keep)
+        return out
+
+    def terms(self, u: torch.Tensor, config: SINRConfig, grid: Optional[Grid] = None) -> dict:
+        """``u (K, J, I, 3)`` displacement on ``grid`` (default: the velocity grid) -> weighted ``{"dice", "sdm"}``
+        terms."""
+        u_points = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity.on(grid))  # (P, 3)
         dice = soft_dice_loss(self.fixed_masks[None], self.moving_masks.at(u_points)[None], self.weights,
                               squared=True)[0]
         terms = {"dice": dice}
@@ -248,8 +323,7 @@ class _ImageTerm:
     def __init__(self, term, vel_grid: Grid, initial: AffineTransform, device, dtype):
         self.term = term
         points = term.points.to(device=device, dtype=dtype)
-        to_v = torch.as_tensor(world_to_normalized_matrix(vel_grid), dtype=dtype, device=device)
-        self.at_velocity = points @ to_v[:3, :3].T + to_v[:3, 3]  # (Q, 3)
+        self.at_velocity = GridCoordinates(points, vel_grid)  # (Q, 3) on a velocity grid
         a = torch.as_tensor(initial.matrix, dtype=dtype, device=device)
         self.linear, self.base = a[:3, :3], points @ a[:3, :3].T + a[:3, 3]  # A(p + u) = base + u @ linear^T
         with torch.no_grad():
@@ -263,9 +337,10 @@ class _ImageTerm:
         return {"points": self.term.count, "descriptor_spacing_mm": self.term.spacing_mm, "loss_start": self.start,
                 "loss_final": final}
 
-    def loss(self, u: torch.Tensor) -> torch.Tensor:
-        """``u (K, J, I, 3)`` displacement on the velocity grid -> the DISA loss of ``A(p + u(p))`` (scalar)."""
-        u_at = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity)  # (Q, 3)
+    def loss(self, u: torch.Tensor, grid: Optional[Grid] = None) -> torch.Tensor:
+        """``u (K, J, I, 3)`` displacement on ``grid`` (default: the velocity grid) -> the DISA loss of ``A(p + u(p))``
+        (scalar)."""
+        u_at = sample_normalized(u.permute(3, 0, 1, 2), self.at_velocity.on(grid))  # (Q, 3)
         return self.term.evaluate((self.base + u_at @ self.linear.T)[None])[0][0]
 
 

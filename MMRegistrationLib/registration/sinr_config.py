@@ -36,6 +36,9 @@ class SINRConfig(MethodConfig):
     sdm_clip_mm: float = option(10.0, "signed distances are clipped at this distance", unit="mm", minimum=0.0,
                                 exclusive_minimum=True, maximum=200.0)
     iterations: int = option(80, "maximum Adam iterations", minimum=1, maximum=100000)
+    coarse_iterations: int = option(0, "of the iterations, how many run first on a velocity grid at twice the "
+                                    "spacing (coarse to fine: cheaper steps while the field is smooth)", minimum=0,
+                                    maximum=100000)
     learning_rate: float = option(5e-3, "Adam learning rate", minimum=0.0, exclusive_minimum=True, maximum=1.0)
     patience: int = option(15, "stop when the loss has not improved for this many iterations", minimum=1,
                            maximum=100000)
@@ -53,7 +56,7 @@ class SINRConfig(MethodConfig):
     depth: int = option(2, "MLP hidden layers", minimum=1, maximum=32)
     velocity_scale_mm: float = option(1.0, "the MLP output is multiplied by this", unit="mm", minimum=0.0,
                                       exclusive_minimum=True, maximum=1000.0)
-    squaring_steps: int = option(6, "scaling-and-squaring steps during the fit (one more for the output)",
+    squaring_steps: int = option(5, "scaling-and-squaring steps during the fit (one more for the output)",
                                  minimum=1, maximum=12)
     output_spacing_mm: float = option(2.0, "spacing of the output displacement fields (the fitted field is "
                                       "continuous)", unit="mm", minimum=0.25, maximum=50.0)

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from MMRegistrationLib.core.device import float_dtype_for
 from MMRegistrationLib.core.errors import InputError
 
 DEFAULT_RADII = (3, 5, 7)
@@ -192,7 +193,7 @@ def lc2_map(
     moving,
     radii: Sequence[int] = DEFAULT_RADII,
     spacing_ijk: Sequence[float] = (1.0, 1.0, 1.0),
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
 ) -> LC2Map:
     """Patch-wise LC2 of ``fixed`` (target) against ``moving`` (intensity + gradient magnitude) on one grid.
 
@@ -201,7 +202,8 @@ def lc2_map(
             already resampled onto the fixed grid). Every axis needs at least ``2 max(radii) + 1`` voxels.
         radii: patch radii in voxels; the values are averaged.
         spacing_ijk: voxel size along (i, j, k), used for the gradient magnitude (only the anisotropy matters).
-        dtype: computation dtype (float64 keeps box-filter statistics exact to ~1e-12).
+        dtype: computation dtype; None: float64 (keeps box-filter statistics exact to ~1e-12), float32 on MPS
+            (:func:`~MMRegistrationLib.core.device.float_dtype_for`).
 
     Returns:
         :class:`LC2Map` (values and weights ``(B, 1, D - 2R, H - 2R, W - 2R)``).
@@ -218,6 +220,7 @@ def lc2_map(
             "fixed", f"shape {tuple(u.shape[-3:])} is too small for patches of radius {big} "
             f"(needs at least {2 * big + 1} voxels along every axis)"
         )
+    dtype = float_dtype_for(u.device) if dtype is None else dtype
     u = u.to(dtype)
     m = m.to(dtype)
     g = gradient_magnitude(m, spacing_ijk)
@@ -243,7 +246,7 @@ def lc2_map(
     return LC2Map(value, weight, big, radii)
 
 
-def patch_variance(volume, radii: Sequence[int] = DEFAULT_RADII, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def patch_variance(volume, radii: Sequence[int] = DEFAULT_RADII, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The LC2 weight ``w(p)`` of every valid centre of a target volume: its patch variance averaged over ``radii``.
 
     ``(D, H, W)`` or ``(B, 1, D, H, W)`` -> same rank with ``D - 2R, H - 2R, W - 2R`` (0 for constant patches).
@@ -252,7 +255,7 @@ def patch_variance(volume, radii: Sequence[int] = DEFAULT_RADII, dtype: torch.dt
     radii = _check_radii(radii)
     x = as_volume_batch(volume, "volume")
     out_dtype = x.dtype
-    x = x.to(dtype)
+    x = x.to(float_dtype_for(x.device) if dtype is None else dtype)  # None: float64, float32 on MPS
     floor = variance_floor(x)
     x = x - x.mean(dim=(-3, -2, -1), keepdim=True)
     big = max(radii)
@@ -314,11 +317,13 @@ class PatchSearch:
         self.radii = _check_radii(radii)
         self.margin = max(self.radii)
         self.size = 2 * self.margin + 1
-        # statistics in float64 (exact box sums), correlations in ``dtype``
-        x = as_volume_batch(volume, "volume")[0, 0].to(torch.float64)
+        # statistics in float64 (exact box sums; float32 on MPS), correlations in ``dtype``
+        x = as_volume_batch(volume, "volume")[0, 0]
+        wide = float_dtype_for(x.device)
+        x = x.to(wide)
         if min(x.shape) < self.size:
             raise InputError("volume", f"shape {tuple(x.shape)} is smaller than one patch ({self.size} voxels per axis)")
-        g = gradient_magnitude(x) if gradient is None else as_volume_batch(gradient, "gradient")[0, 0].to(torch.float64)
+        g = gradient_magnitude(x) if gradient is None else as_volume_batch(gradient, "gradient")[0, 0].to(wide)
         if g.shape != x.shape:
             raise InputError("gradient", f"shape {tuple(g.shape)} differs from the volume shape {tuple(x.shape)}")
         self.floor_m = float(variance_floor(x))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from MMRegistrationLib.core.conventions import ALIGN_CORNERS
+from MMRegistrationLib.core.device import float_dtype_for
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
@@ -81,7 +82,7 @@ class DescriptorObjective:
         sel = torch.as_tensor(mask, device=device)
         self.points = fixed.grid.world_points_torch(device=device)[sel]  # (P, 3)
         self.features = fixed.descriptors[0].float().to(device).permute(1, 2, 3, 0)[sel]  # (P, C)
-        w = torch.as_tensor(weights[mask], dtype=torch.float64, device=device)
+        w = torch.as_tensor(weights[mask], dtype=float_dtype_for(device)).to(device)  # float32 on MPS
         self.weights = w / w.sum() if self.count else w
         moving_mask = moving.mask.detach().cpu().numpy().astype(bool)
         if moving_keep is not None:
@@ -110,8 +111,8 @@ class DescriptorObjective:
             per_point = 1.0 - (feats * self.features).sum(-1)
         else:
             per_point = ((feats - self.features) ** 2).mean(-1)
-        loss = (per_point.to(torch.float64) * self.weights).sum(-1)
-        overlap = (out[-1].to(torch.float64) * self.weights).sum(-1)
+        loss = (per_point.to(self.weights.dtype) * self.weights).sum(-1)
+        overlap = (out[-1].to(self.weights.dtype) * self.weights).sum(-1)
         return loss, overlap
 
 
@@ -139,8 +140,9 @@ class LC2Objective:
         self.points = fixed.grid.world_points_torch(device=device).reshape(-1, 3)
         self.fixed = fixed.to_tensor(device)
         crop = mask[margin:-margin, margin:-margin, margin:-margin]
-        self.crop_mask = torch.as_tensor(np.ascontiguousarray(crop), dtype=torch.float64, device=device)
-        w = torch.as_tensor(mask.reshape(-1), dtype=torch.float64, device=device)
+        wide = float_dtype_for(self.points.device)  # float64, float32 on MPS
+        self.crop_mask = torch.as_tensor(np.ascontiguousarray(crop), dtype=wide).to(self.points.device)
+        w = torch.as_tensor(mask.reshape(-1), dtype=wide).to(self.points.device)
         self.weights = w / max(float(w.sum()), 1.0)
         moving_mask = moving.mask if moving_keep is None else moving.mask & moving_keep
         self.moving_count = int(moving_mask.sum())
@@ -164,11 +166,12 @@ class LC2Objective:
                             align_corners=ALIGN_CORNERS)[0, :, :, :, 0]  # (2, B, P)
         shape = self.fixed.shape[-3:]
         values = out[0].reshape(b, 1, *shape)
-        result = lc2_map(self.fixed.expand(b, 1, *shape), values, self.radii, self.spacing_ijk)
-        w = result.weights.to(torch.float64)[:, 0] * self.crop_mask
+        wide = self.weights.dtype
+        result = lc2_map(self.fixed.expand(b, 1, *shape), values, self.radii, self.spacing_ijk, dtype=wide)
+        w = result.weights.to(wide)[:, 0] * self.crop_mask
         total = w.sum(dim=(1, 2, 3)).clamp_min(1e-30)
-        loss = 1.0 - (w * result.values.to(torch.float64)[:, 0]).sum(dim=(1, 2, 3)) / total
-        overlap = (out[1].to(torch.float64) * self.weights).sum(-1)
+        loss = 1.0 - (w * result.values.to(wide)[:, 0]).sum(dim=(1, 2, 3)) / total
+        overlap = (out[1].to(wide) * self.weights).sum(-1)
         return loss, overlap
 
 

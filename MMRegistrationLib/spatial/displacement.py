@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from MMRegistrationLib.core.device import float_dtype_for, move
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.sampling import sample_at_world
@@ -25,7 +26,7 @@ class DisplacementField(SpatialTransform):
                 f"DisplacementField: 'displacement' must have shape {(*grid.shape, 3)} (K, J, I, 3), got {tuple(disp.shape)}"
             )
         if not torch.is_floating_point(disp):
-            disp = disp.to(torch.float64)
+            disp = disp.to(float_dtype_for(disp.device))
         if not bool(torch.isfinite(disp).all()):
             raise ValueError("DisplacementField: 'displacement' contains NaN/Inf")
         self.grid = grid
@@ -45,7 +46,7 @@ class DisplacementField(SpatialTransform):
 
     def displacement_at(self, points: torch.Tensor) -> torch.Tensor:
         """``u`` at world points ``(..., 3)`` (0 outside the field's grid)."""
-        field = self.displacement.to(device=points.device, dtype=points.dtype).permute(3, 0, 1, 2)
+        field = move(self.displacement, points.device, points.dtype).permute(3, 0, 1, 2)
         return sample_at_world(field, self.grid, points, mode="bilinear", outside_value=0.0)
 
     def map_points(self, points: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ class DisplacementField(SpatialTransform):
         Accurate for smooth, invertible fields whose displacement gradient is well below 1.
         """
         pts = self.grid.world_points_torch(dtype=torch.float64)
-        v = -self.displacement.to(torch.float64).clone()
+        v = -move(self.displacement, "cpu", torch.float64).clone()
         for _ in range(iterations):
             v = -self.displacement_at(pts + v)
         return DisplacementField(self.grid, v, self.target, self.source)

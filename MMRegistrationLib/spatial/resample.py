@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from MMRegistrationLib.core.grid import Grid
-from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.core.image import Image, unique_values
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.sampling import sample_at_world
@@ -57,14 +57,14 @@ def resample(
         raise ValueError("resample: label interpolation needs an integer label map")
 
     if interpolation == "label-linear":
-        labels = np.unique(image.array)
+        labels = unique_values(image.array)
         # channel c is the indicator of labels[c]; background (if present) competes like any label
         volume = torch.stack(
             [torch.as_tensor(image.array == lab, dtype=torch.float32, device=device) for lab in labels]
         )
         out_dtype = image.array.dtype
     else:
-        volume = torch.as_tensor(np.ascontiguousarray(image.array), device=device).to(torch.float32)[None]
+        volume = torch.as_tensor(np.ascontiguousarray(image.array), dtype=torch.float32).to(device)[None]
         out_dtype = image.array.dtype if is_label else np.float32
 
     mode = "bilinear" if interpolation in ("linear", "label-linear") else "nearest"

@@ -161,7 +161,7 @@ def train_network(
             history.loss.append(running / seen)
             history.learning_rate.append(lr)
             history.seconds.append(time.perf_counter() - start)
-            monitor.report((step + 1) / iterations, f"training {step + 1}/{iterations}, loss {running / seen:.4f}")
+            monitor.report((step + 1) / iterations, f"training: step {step + 1}/{iterations}, loss {running / seen:.4f}")
             running, seen = 0.0, 0
     network.eval()
     return history
@@ -343,7 +343,7 @@ def run_training(
                             np.random.default_rng([int(config.seed), 2]), monitor.stage(0.3, 0.97),
                             deadline=deadline)
     train_seconds = time.perf_counter() - t_train
-    monitor.report(0.97, "evaluating")
+    monitor.report(0.97, "training: evaluating")
     metrics = {
         "validation": evaluate(network, batcher, data.validation, device),
         "heldout_volumes": evaluate(network, batcher, data.heldout, device) if len(data.heldout) else None,
@@ -358,7 +358,7 @@ def run_training(
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
-    monitor.report(1.0, "done")
+    monitor.report(1.0, "training: done")
     return TrainingResult(network.cpu(), config, history, metrics, data.description, timings)
 
 

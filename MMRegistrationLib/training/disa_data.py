@@ -177,7 +177,7 @@ def load_training_data(data_dir, config: TrainingConfig, progress=None, cancel=N
     n_synth = int(config.synthetic_cases) + int(config.heldout_synthetic_cases)
     steps = max(1, len(real) + n_synth)
     for step, src in enumerate(real):
-        monitor.report(step / steps, f"preparing {src.name}")
+        monitor.report(step / steps, f"data: preparing {src.name}")
         path = data_dir / src.path
         image = read_image(path, argument=src.name)
         add(src.name, src.modality, image, src.fov_threshold,
@@ -188,7 +188,7 @@ def load_training_data(data_dir, config: TrainingConfig, progress=None, cancel=N
     synthetic = []
     for case_index in range(n_synth):
         seed = int(config.synthetic_seed) + case_index
-        monitor.report((len(real) + case_index) / steps, f"synthetic case seed {seed}")
+        monitor.report((len(real) + case_index) / steps, f"data: synthetic case seed {seed}")
         case = generate_case(SyntheticCaseConfig(seed=seed, scale=config.synthetic_scale))
         split = "train" if case_index < config.synthetic_cases else "heldout"
         info = {"generator": "MMRegistrationLib.synthetic.generate_case", "seed": seed,
@@ -211,7 +211,7 @@ def load_training_data(data_dir, config: TrainingConfig, progress=None, cancel=N
     pairs += [VolumePair(us, mr, "first", split) for us, mr, split in synthetic if us is not None and mr is not None]
     if not any(p.split == "train" for p in pairs):
         raise InputError("--data", f"no usable training pair (data folder {data_dir}; skipped: {skipped})")
-    monitor.report(1.0, f"{len(volumes)} volumes, {len(pairs)} pairs")
+    monitor.report(1.0, f"data: {len(volumes)} volumes, {len(pairs)} pairs")
     description = {
         "data_dir": str(data_dir) if data_dir is not None else None,
         "spacing_mm": config.spacing_mm,

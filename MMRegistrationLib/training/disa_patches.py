@@ -148,7 +148,7 @@ class PatchPairSampler:
             n = min(self.targets_per_round, count - done)
             parts.append(self.round(pair_index, pair, n))
             done += n
-            monitor.report(done / count, f"sampling {self.volumes[pair.first].name} / {self.volumes[pair.second].name}")
+            monitor.report(done / count, f"sampling patches: {self.volumes[pair.first].name} / {self.volumes[pair.second].name}")
         return PatchPairs.concatenate(parts)
 
 

@@ -270,7 +270,7 @@ def train_network(net: RegistrationNet, train: list, validation: list, config: N
             if checkpoint is not None:
                 save_checkpoint(checkpoint, net, optimiser, state, config)
             entry = state.log[-1]
-            monitor.report(state.step / iterations, f"step {state.step}/{iterations}: loss {entry['loss']:.4f}, "
+            monitor.report(state.step / iterations, f"training: step {state.step}/{iterations}, loss {entry['loss']:.4f}, "
                            f"validation Dice {entry['validation_dice']:.3f}, TRE {entry['validation_tre_mm']:.2f} mm")
         if out_of_time:
             state.stopped_by_budget = True

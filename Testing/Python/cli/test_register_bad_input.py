@@ -32,6 +32,14 @@ def _singular_direction_nrrd(path: Path) -> str:
     return str(path)
 
 
+def _far_start(tmp: Path) -> str:
+    """An initial transform that moves every fixed point 300 mm away: the masks do not overlap after it."""
+    from MMRegistrationLib.io import write_transform
+    from MMRegistrationLib.spatial import AffineTransform
+
+    return str(write_transform(AffineTransform.from_translation([300.0, 0.0, 0.0]), tmp / "far_start.h5"))
+
+
 def bad_cases(case: dict, tmp: Path) -> dict:
     """name -> (argument to replace, replacement value or None to drop, extra args, expected message parts)."""
     fixed = sitk.ReadImage(case["fixed"])
@@ -59,7 +67,10 @@ def bad_cases(case: dict, tmp: Path) -> dict:
         "Inf voxels": ("--moving", _write(inf, tmp / "inf.nrrd"), [], ["--moving", "NaN/Inf"]),
         "empty segmentation": ("--fixed-seg", _write(empty, tmp / "empty.nrrd"), [], ["--fixed-seg", "empty"]),
         "label in one only": ("--fixed-seg", _write(extra_label, tmp / "extra.nrrd"), [], ["[7]", "in --fixed-seg but not in --moving-seg"]),
-        "no overlap": ("--moving-seg", _write(far, tmp / "far.nrrd"), ["--init", "none"], ["--init", "do not overlap"]),
+        "seg outside its image": ("--moving-seg", _write(far, tmp / "far.nrrd"), [],
+                                  ["--moving-seg", "outside --moving's field of view"]),
+        "no overlap": ("--method", "rigid-mask", ["--initial-transform", _far_start(tmp), "--init", "rigid-mask"],
+                       ["--init", "do not overlap"]),
         "singular direction": ("--fixed", _singular_direction_nrrd(tmp / "singular.nrrd"), [], ["--fixed", "non-invertible"]),
         "landmark count": ("--moving-landmarks", str(tmp / "short.csv"), [], ["--moving-landmarks", "1 landmarks", "4"]),
         "seg for one image only": ("--moving-seg", None, [], ["--moving-seg", "both"]),
@@ -69,7 +80,7 @@ def bad_cases(case: dict, tmp: Path) -> dict:
 
 CASE_NAMES = [
     "missing file", "unreadable file", "2-D image", "4-D image", "NaN voxels", "Inf voxels", "empty segmentation",
-    "label in one only", "no overlap", "singular direction", "landmark count", "seg for one image only",
+    "label in one only", "seg outside its image", "no overlap", "singular direction", "landmark count", "seg for one image only",
     "unknown option for method",
 ]
 

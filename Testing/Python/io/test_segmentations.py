@@ -9,7 +9,9 @@ from analytic_case import slicer_segment_metadata
 from conftest import oblique_grid
 
 from conftest import expect_input_error
+from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
+from MMRegistrationLib.io import write_image
 from MMRegistrationLib.io.segmentations import Segmentation, match_segmentations, read_segmentation
 
 GRID = oblique_grid(shape=(10, 12, 14), spacing=(1.1, 0.8, 2.0), origin=(12.0, -40.5, 7.25))
@@ -268,3 +270,35 @@ def test_four_d_label_channels(tmp_path):
     assert int(read_segmentation(path, "--fixed-seg", channel=2).labelmap.array.sum()) == 1
     expect_input_error(lambda: read_segmentation(path, "--fixed-seg", channel=1), "--fixed-seg", "empty")
     expect_input_error(lambda: read_segmentation(path, "--fixed-seg", channel=5), "--label-channel", "0..2")
+
+
+def test_label_channel_is_refused_for_files_without_channels(tmp_path):
+    """``--label-channel`` with a 3-D label map or a .seg.nrrd used to be ignored silently."""
+    grid = Grid.from_geometry((4, 5, 6), (1.0, 1.0, 1.0))
+    arr = np.zeros(grid.shape, np.uint8)
+    arr[1:3, 1:3, 1:3] = 1
+    path = write_image(Image(arr, grid), tmp_path / "labels.nrrd")
+    expect_input_error(lambda: read_segmentation(path, "--moving-seg", channel=0), "--label-channel", "--moving-seg",
+                       "3-D label map")
+    seg_nrrd = _single_layer_seg(tmp_path / "f.seg.nrrd")
+    expect_input_error(lambda: read_segmentation(seg_nrrd, "--fixed-seg", channel=0), "--label-channel", ".seg.nrrd")
+
+
+def test_a_segmentation_must_be_of_its_own_image():
+    """On its image's grid, or inside its field of view within a voxel; on the other image's grid it is refused as
+    swapped, outside the field of view as another image's."""
+    from MMRegistrationLib.io.segmentations import check_on_image
+
+    image = Grid.from_geometry((10, 10, 10), (1.0, 1.0, 1.0))
+    other = Grid.from_geometry((10, 10, 10), (1.0, 1.0, 1.0), (3.0, 0.0, 0.0))
+    arr = np.zeros(image.shape, np.uint8)
+    arr[4:6, 4:6, 4:6] = 1
+    check_on_image(Image(arr, image), image, "--fixed-seg", "--fixed", other, "--moving")
+    expect_input_error(lambda: check_on_image(Image(arr, other), image, "--fixed-seg", "--fixed", other, "--moving"),
+                       "--fixed-seg", "on --moving's grid", "swapped")
+    edge = np.zeros(image.shape, np.uint8)
+    edge[4:6, 4:6, 7:10] = 1  # the structure reaches x = 9.5 + 3 mm on the shifted grid: 3 voxels beyond
+    cropped = Grid.from_geometry((10, 10, 10), (1.0, 1.0, 1.0), (0.5, 0.0, 0.0))  # half a voxel off: within tolerance
+    check_on_image(Image(edge, cropped), image, "--fixed-seg", "--fixed")
+    expect_input_error(lambda: check_on_image(Image(edge, other), image, "--fixed-seg", "--fixed"), "--fixed-seg",
+                       "outside --fixed's field of view", "3.0 mm beyond")

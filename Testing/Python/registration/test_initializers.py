@@ -122,3 +122,21 @@ def test_center_init_takes_the_fixed_image_centre_to_the_moving_gland_or_image_c
     assert np.allclose(center_init(fixed, moving).matrix[:3, 3], moving.center - fixed.center)
     empty = Image(np.zeros(moving.shape, dtype=np.uint8), moving)
     assert np.allclose(center_init(fixed, moving, empty).matrix[:3, 3], moving.center - fixed.center)
+
+
+def test_masks_overlap_agrees_with_resampling_the_moving_labels():
+    """The fast overlap check (moving labels looked up at the fixed foreground voxels) gives the answer of resampling
+    the whole moving label map onto the fixed grid, near and beyond the edge of contact."""
+    from MMRegistrationLib.registration.initializers import masks_overlap
+    from MMRegistrationLib.spatial.resample import resample
+
+    fixed = phantom_labels(covering_grid([5, 0, 15], 100, (2.0, 2.0, 2.0), (10, -5, 20)))
+    moving = phantom_labels(covering_grid([5, 0, 15], 110, (1.5, 1.5, 2.5), (-12, 8, -25)))
+    answers = []
+    for shift in (0.0, 30.0, 40.0, 42.0, 44.0, 46.0, 60.0, 200.0):
+        transform = AffineTransform.from_translation(np.array([shift, 0.0, 0.0]))
+        warped = resample(moving, fixed.grid, transform, interpolation="label-nearest")
+        expected = bool(np.any((fixed.array == 1) & (warped.array == 1)))
+        assert masks_overlap(fixed, moving, transform, [1]) == expected, shift
+        answers.append(expected)
+    assert answers[0] and not answers[-1]

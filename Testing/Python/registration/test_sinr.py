@@ -145,3 +145,42 @@ def test_a_region_confines_the_field_to_the_box(pair):
     with pytest.raises(InputError, match="--roi"):
         sinr_register(fixed, moving, AffineTransform.identity(), sinr_config("fast"), region=OrientedBox(
             centre + 300.0, np.eye(3), np.full(3, 40.0)))
+
+
+def test_coarse_to_fine_fit_recovers_the_translation_and_reports_its_levels(pair):
+    fixed, moving = pair
+    config = sinr_config("fast", iterations=150, coarse_iterations=60)
+    res = sinr_register(fixed, moving, AffineTransform.identity(), config, seed=0)
+    assert 0 < res.info["coarse_iterations"] <= 60 < res.info["iterations"] <= 150
+    pts = gland_points(fixed)
+    moved = res.transform.map_points_np(pts) - pts
+    assert np.linalg.norm(moved.mean(0) - SHIFT) < 0.5, moved.mean(0)
+
+
+def test_fit_levels_split_the_iterations():
+    from MMRegistrationLib.registration.sinr import fit_levels
+
+    grid = covering_grid([0, 0, 0], 80, (4.0, 4.0, 4.0), (0, 0, 0))
+    assert fit_levels(grid, sinr_config("fast", coarse_iterations=0)) == [(grid, 80, False)]
+    (coarse, n_coarse, is_coarse), (fine, n_fine, is_fine) = fit_levels(grid, sinr_config("fast", coarse_iterations=30))
+    assert (n_coarse, n_fine, is_coarse, is_fine) == (30, 50, True, False) and fine is grid
+    assert np.allclose(coarse.spacing, 8.0) and np.allclose(coarse.corners_world(), grid.corners_world())
+    assert len(fit_levels(grid, sinr_config("fast", iterations=5, coarse_iterations=50))[-1]) == 3
+    assert fit_levels(grid, sinr_config("fast", iterations=5, coarse_iterations=50))[-1][1] == 1
+
+
+def test_soft_masks_on_the_labels_crop_equal_the_whole_grid(pair):
+    """The masks are smoothed on a crop around the labels only: sampled anywhere, the values are the whole grid's."""
+    from scipy import ndimage
+
+    from MMRegistrationLib.registration.sinr import _soft_masks
+    from MMRegistrationLib.spatial.sampling import sample_at_world
+
+    _, moving = pair
+    volume, grid = _soft_masks(moving, [1, 2, 3], 2.0)
+    assert volume.shape[1:] != moving.array.shape  # a real crop
+    sigma = 2.0 / moving.grid.spacing[::-1]
+    whole = np.stack([ndimage.gaussian_filter((moving.array == lab).astype(np.float32), sigma) for lab in (1, 2, 3)])
+    points = moving.grid.world_points_torch(dtype=torch.float32)
+    sampled = sample_at_world(torch.as_tensor(volume), grid, points, outside_value=0.0).permute(3, 0, 1, 2)
+    assert float((sampled - torch.as_tensor(whole)).abs().max()) < 1e-4

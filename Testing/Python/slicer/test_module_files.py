@@ -118,6 +118,7 @@ NOT_IN_OPTIONS = {
         "sdm_clip_mm": "fine tuning of the signed distance loss; the preset's value",
         "patience": "stopping rule; the preset's value",
         "min_improvement": "stopping rule; the preset's value",
+        "coarse_iterations": "coarse-to-fine schedule; the preset's value",
         "num_frequencies": "network architecture: the presets' business",
         "frequency_scale": "network architecture: the presets' business",
         "hidden": "network architecture: the presets' business",
@@ -166,8 +167,8 @@ qMRMLNodeComboBox)."""
 
 
 def _parameters(module_file) -> dict:
-    """Field -> ``{"type": name, "range": (lo, hi) | None, "decimals": int | None, "choices": list | None,
-    "default": literal | None}`` of the @parameterNodeWrapper class."""
+    """Field -> ``{"type": name, "range": (lo, hi) | None, "choices": list | None, "default": literal | None,
+    "annotations": [names]}`` of the @parameterNodeWrapper class."""
     tree = ast.parse(module_file.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and any(
         getattr(d, "id", None) == "parameterNodeWrapper" for d in n.decorator_list))
@@ -175,17 +176,16 @@ def _parameters(module_file) -> dict:
     for node in cls.body:
         if not isinstance(node, ast.AnnAssign):
             continue
-        info = {"type": None, "range": None, "decimals": None, "choices": None, "default": None}
+        info = {"type": None, "range": None, "choices": None, "default": None, "annotations": []}
         annotation = node.annotation
         if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", None) == "Annotated":
             base, *extras = annotation.slice.elts
             info["type"] = base.id
             for call in extras:
                 name, args = call.func.id, [ast.literal_eval(a) for a in call.args]
+                info["annotations"].append(name)
                 if name == "WithinRange":
                     info["range"] = tuple(args)
-                elif name == "Decimals":
-                    info["decimals"] = args[0]
                 elif name == "Choice":
                     info["choices"] = args[0]
         else:
@@ -241,8 +241,8 @@ def test_module_parameters_follow_the_engine_metadata(module):
     """Parameter node, .ui and the method's configuration dataclass agree: OPTIONS and EXPLICIT_OPTIONS map bound
     parameters to options of the module's method; every option neither maps is in NOT_IN_OPTIONS (and nothing else
     is); each spin box's WithinRange lies within the option's range (lower bound: the -1 sentinel, shown as the
-    special value text, of an option that has no negative values, or the option's minimum), its type and Decimals
-    hold the option's values; each Choice is the option's choices (or a pipeline choice); each default is the
+    special value text, of an option that has no negative values, or the option's minimum), its type and the .ui's
+    decimals hold the option's values; each Choice is the option's choices (or a pipeline choice); each default is the
     sentinel or the dataclass default; and the .ui carries no copy of the help the metadata gives as tooltip."""
     from MMRegistrationLib.registration.pipeline import INITS
 
@@ -278,9 +278,10 @@ def test_module_parameters_follow_the_engine_metadata(module):
         assert info["default"] == SENTINEL or info["default"] == s.default, (name, info["default"], s.default)
         values = [s.default] + [p[option] for p in presets.values() if option in p]
         assert all(low <= v <= high for v in values if v is not None), (name, (low, high), values)  # reachable
-        if s.kind is float and info["decimals"] is not None:  # the spin box shows the option's values exactly
+        if s.kind is float:  # the spin box shows the option's values exactly (decimals: set in the .ui)
+            decimals = int(props["decimals"])
             for value in (v for v in values if v is not None):
-                assert abs(round(value, info["decimals"]) - value) <= 1e-12 * max(1.0, abs(value)), (name, value)
+                assert abs(round(value, decimals) - value) <= 1e-12 * max(1.0, abs(value)), (name, value)
 
     for name, info in parameters.items():  # combo boxes
         if info["choices"] is None:

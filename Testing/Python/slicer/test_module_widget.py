@@ -41,12 +41,16 @@ class FakeWidget(ParameterNodeWidgetMixin):
     def _checkCanApply(self, caller=None, event=None):
         self.checks += 1
 
+    def hideDerivedVolumes(self):
+        self.hidden = getattr(self, "hidden", 0) + 1
+
 
 def test_parameter_node_is_connected_replaced_and_dropped():
     first, second = FakeParameterNode("a"), FakeParameterNode("b")
     widget = FakeWidget(first)
     widget.enter()
     assert first.connected and widget.observed == [(first, vtk.vtkCommand.ModifiedEvent)] and widget.checks == 1
+    assert widget.hidden == 1  # entering the module filters the derived volumes out of its input selectors
     widget.setParameterNode(second)  # a new node: the old one is released first
     assert not first.connected and second.connected
     assert widget.observed == [(second, vtk.vtkCommand.ModifiedEvent)]

@@ -23,8 +23,9 @@ DEFAULT_VARIANTS = {
     "squaring 6": {"squaring_steps": 6},
     "squaring 5": {"squaring_steps": 5},
     "squaring 4": {"squaring_steps": 4},
+    "velocity 5 mm": {"squaring_steps": 5, "velocity_spacing_mm": 5.0},
+    "velocity 5 mm, 100 it": {"squaring_steps": 5, "velocity_spacing_mm": 5.0, "iterations": 100},
     "coarse 40": {"squaring_steps": 5, "coarse_iterations": 40},
-    "coarse 40, 90 it": {"squaring_steps": 5, "coarse_iterations": 40, "iterations": 90},
 }
 SEEDS = range(100, 108)
 

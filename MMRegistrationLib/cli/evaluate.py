@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from MMRegistrationLib.cli.progress import add_threads_option
 from MMRegistrationLib.core.errors import InputError
 
 SINGLE_ONLY = ("fixed_seg", "moving_seg", "transform", "fixed_landmarks", "moving_landmarks", "jacobian_out",
@@ -47,6 +48,7 @@ def add_parser(sub) -> None:
                    "absent = identity)")
     p.add_argument("--no-figures", action="store_true", help="with --cohort: no PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_threads_option(p)
     p.add_argument("--out", help="report file (.json or .csv) for one case; output folder for --cohort (new, or an "
                    "earlier cohort result with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="with --cohort: replace an earlier cohort result in --out")
@@ -161,9 +163,12 @@ def run_cohort(args: argparse.Namespace, progress) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
+    from MMRegistrationLib.core.threads import choose_threads, engine_threads
 
+    choice = choose_threads(args.threads)  # a bad --threads / MMREG_THREADS before any file is read
     progress = ProgressPrinter(args.quiet)
-    record = run_cohort(args, progress) if args.cohort is not None else run_single(args, progress)
+    with engine_threads(choice):
+        record = run_cohort(args, progress) if args.cohort is not None else run_single(args, progress)
     close_progress()
     print(json.dumps(record, indent=1))
     return 0

@@ -101,3 +101,13 @@ def test_cli_refuses_a_bad_count_before_any_work(case, tmp_path, capsys, clean_e
     assert main(_register(case, tmp_path / "env")) == 2
     assert "MMREG_THREADS" in capsys.readouterr().err
     assert not Path(tmp_path / "zero").exists() and not Path(tmp_path / "env").exists()
+
+
+def test_evaluate_and_generate_take_threads_and_refuse_bad_counts(case, tmp_path, capsys, clean_environment):
+    assert main(["evaluate", "--fixed-seg", case["fixed_seg"], "--moving-seg", case["moving_seg"], "--threads", "1",
+                 "--quiet", "--no-jacobian", "--out", str(tmp_path / "report.json")]) == 0
+    assert main(["evaluate", "--fixed-seg", case["fixed_seg"], "--moving-seg", case["moving_seg"], "--threads", "-1",
+                 "--quiet", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "--threads" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+    assert main(["generate", "--threads", "0", "--out", str(tmp_path / "gen")]) == 2
+    assert "--threads" in capsys.readouterr().err and not (tmp_path / "gen").exists()

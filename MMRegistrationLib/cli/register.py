@@ -18,11 +18,13 @@ def add_parser(sub) -> None:
         help="register a moving image to a fixed image",
         description="Writes OUT/transform.h5 (fixed->moving), OUT/inverse_transform.h5 when available, "
         "OUT/warped_moving.nrrd, OUT/warped_moving_seg.nrrd (with --moving-seg) and OUT/result.json; "
-        "all or nothing.",
+        "all or nothing. With --cohort DIR: the same for every case folder of DIR, into OUT/<case>/, in this "
+        "process or on Dask (--workers, --scheduler), then the cohort evaluation in OUT.",
     )
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="registration method")
-    p.add_argument("--fixed", required=True, help="fixed image (e.g. TRUS): NRRD, NIfTI, MHA, GIPL or a DICOM folder")
-    p.add_argument("--moving", required=True, help="moving image (e.g. MR)")
+    p.add_argument("--fixed", help="fixed image (e.g. TRUS): NRRD, NIfTI, MHA, GIPL or a DICOM folder (required "
+                   "unless --cohort)")
+    p.add_argument("--moving", help="moving image (e.g. MR) (required unless --cohort)")
     p.add_argument("--fixed-seg", help="fixed segmentation: label map or Slicer .seg.nrrd")
     p.add_argument("--moving-seg", help="moving segmentation: same label values (or segment names) as --fixed-seg")
     p.add_argument("--fixed-landmarks", help="fixed landmarks: CSV x,y,z (LPS mm), .mrk.json or .fcsv")
@@ -40,8 +42,23 @@ def add_parser(sub) -> None:
                    "says, converted; oriented boxes allowed) or cx,cy,cz,sx,sy,sz in LPS mm (centre and edge "
                    "lengths, axis-aligned; write --roi=-10,... when it starts with a minus sign)")
     add_run_options(p)
+    add_cohort_options(p)
     add_method_options(p)
     p.set_defaults(func=run)
+
+
+def add_cohort_options(parser: argparse.ArgumentParser) -> None:
+    """``--cohort``, ``--workers``, ``--scheduler`` (see ``MMRegistrationLib.registration.cohort``)."""
+    group = parser.add_argument_group("cohort (one result folder per case in --out, then the cohort evaluation)")
+    group.add_argument("--cohort", metavar="DIR", help="cohort folder: one sub-folder per case holding fixed.*, "
+                       "moving.*, fixed_seg.*, moving_seg.* and optional fixed_landmarks.*/moving_landmarks.*; writes "
+                       "OUT/<case>/ (the usual outputs), OUT/cases.csv, summary.csv and summary.json. A rerun into "
+                       "the same --out keeps complete cases (--overwrite redoes all); a failed case does not stop "
+                       "the others (exit code 1)")
+    group.add_argument("--workers", type=int, metavar="N", help="with --cohort: run the cases on a local Dask "
+                       "cluster of N single-threaded processes (needs pip install \"mmregistration[cohort]\")")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="with --cohort: run the cases on the Dask cluster "
+                       "whose scheduler is at ADDRESS (e.g. tcp://host:8786; the paths must be valid on its workers)")
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -89,11 +106,25 @@ def method_options(args: argparse.Namespace) -> dict:
     return given
 
 
+COHORT_EXCLUDES = ("fixed", "moving", "fixed_seg", "moving_seg", "fixed_landmarks", "moving_landmarks",
+                   "initial_transform", "roi")
+"""Options that describe one case: each case folder holds its own files."""
+
+
 def run(args: argparse.Namespace) -> int:
     from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.io.outputs import check_output_target
     from MMRegistrationLib.registration.pipeline import register_files
 
+    if args.cohort is not None:
+        return run_cohort(args)
+    for name in ("workers", "scheduler"):
+        if getattr(args, name) is not None:
+            raise InputError(flag_of(name), "only applies with --cohort DIR")
+    for name in ("fixed", "moving"):
+        if getattr(args, name) is None:
+            raise InputError(flag_of(name), "required (or give --cohort DIR to register every case of a cohort)")
     check_output_target(args.out, (args.fixed, args.moving, args.fixed_seg, args.moving_seg, args.fixed_landmarks,
                                    args.moving_landmarks, args.initial_transform, args.roi), args.overwrite)
     record = register_files(
@@ -122,6 +153,55 @@ def run(args: argparse.Namespace) -> int:
     print_warnings(record, "register")
     print(json.dumps(summary, indent=1, default=str))
     return 0
+
+
+def run_cohort(args: argparse.Namespace) -> int:
+    """``mmreg register --cohort``: exit code 0 when every case succeeded, 1 when some failed, 130 when stopped."""
+    import sys
+
+    from MMRegistrationLib.cli.progress import ProgressPrinter
+    from MMRegistrationLib.core.errors import Cancelled, InputError
+    from MMRegistrationLib.registration.cohort import register_cohort
+
+    given = [flag_of(name) for name in COHORT_EXCLUDES if getattr(args, name) is not None]
+    if given:
+        raise InputError("--cohort", f"cannot be combined with {', '.join(given)} (each case folder holds its own "
+                         "files)")
+    options = method_options(args)
+
+    def report(outcome) -> None:
+        if outcome.failed:
+            close_progress()
+            print(f"mmreg register: case {outcome.name} failed: {outcome.error}", file=sys.stderr, flush=True)
+
+    try:
+        result = register_cohort(args.cohort, args.out, args.method, options, init=args.init, seed=args.seed,
+                                 device=args.device, threads=args.threads, label_channel=args.label_channel,
+                                 target_label=args.target_label, overwrite=args.overwrite, workers=args.workers,
+                                 scheduler=args.scheduler, progress=ProgressPrinter(args.quiet), on_case=report)
+    except (KeyboardInterrupt, Cancelled):
+        close_progress()
+        print(f"mmreg register: cancelled; the finished cases are kept in {args.out} (rerun the same command to "
+              "resume)", file=sys.stderr)
+        return 130
+    close_progress()
+    print(json.dumps(cohort_summary(args.out, result), indent=1, default=str))
+    if result.failed:
+        print(f"mmreg register: {len(result.failed)} of {len(result.outcomes)} cases failed (their errors are in "
+              f"{args.out}/cases.csv and summary.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cohort_summary(out: str, result) -> dict:
+    """What ``mmreg register --cohort`` prints: counts, failed cases, and n/mean/sd/median per metric."""
+    from MMRegistrationLib.evaluation.case import jsonable
+
+    statuses = [o.status for o in result.outcomes]
+    return jsonable({"out": out, "cases": len(statuses), "registered": statuses.count("registered"),
+                     "kept": statuses.count("kept"), "failed": {o.name: o.error for o in result.failed},
+                     "summary": {k: {s: v[s] for s in ("n", "mean", "sd", "median")}
+                                 for k, v in result.summary.items()}})
 
 
 def print_warnings(record: dict, command: str) -> None:

@@ -38,7 +38,8 @@ class CaseFiles:
     fixed_image: Optional[Path]
 
 
-def _one(folder: Path, stem: str, argument: str, required: bool) -> Optional[Path]:
+def find_case_file(folder: Path, stem: str, argument: str, required: bool) -> Optional[Path]:
+    """The one ``stem.*`` file of a case folder (None when absent and not ``required``); several is an error."""
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(stem + "."))
     if len(found) > 1:
         raise InputError(argument, f"case folder {folder} has several {stem}.* files: {[p.name for p in found]}")
@@ -56,12 +57,12 @@ def case_files(folder: str | os.PathLike, transform_name: str = "transform.h5", 
     return CaseFiles(
         name=folder.name,
         folder=folder,
-        fixed_seg=_one(folder, "fixed_seg", argument, True),
-        moving_seg=_one(folder, "moving_seg", argument, True),
-        fixed_landmarks=_one(folder, "fixed_landmarks", argument, False),
-        moving_landmarks=_one(folder, "moving_landmarks", argument, False),
+        fixed_seg=find_case_file(folder, "fixed_seg", argument, True),
+        moving_seg=find_case_file(folder, "moving_seg", argument, True),
+        fixed_landmarks=find_case_file(folder, "fixed_landmarks", argument, False),
+        moving_landmarks=find_case_file(folder, "moving_landmarks", argument, False),
         transform=transform if transform.is_file() else None,
-        fixed_image=_one(folder, "fixed", argument, False),
+        fixed_image=find_case_file(folder, "fixed", argument, False),
     )
 
 
@@ -128,6 +129,14 @@ def load_case(files: CaseFiles, label_channel: Optional[int] = None) -> dict:
             "fixed_landmarks": flm, "moving_landmarks": mlm, "fixed_image": fixed_image}
 
 
+def write_tables(folder: Path, rows: list, summary: dict, extra: Optional[dict] = None) -> None:
+    """``cases.csv`` (``rows``), ``summary.csv`` and ``summary.json`` (``{"cases", "metrics", **extra}``) in
+    ``folder``, each written to a temporary name and renamed."""
+    atomic_write_text(folder / "cases.csv", csv_text(rows, table_columns(rows)))
+    atomic_write_text(folder / "summary.csv", csv_text(summary_rows(summary), SUMMARY_COLUMNS))
+    atomic_write_text(folder / "summary.json", json_text({"cases": len(rows), "metrics": summary, **(extra or {})}))
+
+
 def evaluate_cohort(
     case_dirs_or_dir: str | os.PathLike | Sequence,
     transform_name: str = "transform.h5",
@@ -181,9 +190,7 @@ def evaluate_cohort(
             stage.report(1.0, f"cohort: {case.name} done")
         summary = summarize(rows)
         if folder is not None:
-            atomic_write_text(folder / "cases.csv", csv_text(rows, table_columns(rows)))
-            atomic_write_text(folder / "summary.csv", csv_text(summary_rows(summary), SUMMARY_COLUMNS))
-            atomic_write_text(folder / "summary.json", json_text({"cases": len(rows), "metrics": summary}))
+            write_tables(folder, rows, summary)
             if figures:
                 from MMRegistrationLib.visualization.evaluation_figures import cohort_boxplots
 

@@ -160,7 +160,7 @@ def cohort_names(folder: Path) -> list:
 
 
 def load_cohort_case(folder: Path, name: str, device=None) -> TrainingCase:
-    from MMRegistrationLib.evaluation.cohort import _one as find_one
+    from MMRegistrationLib.evaluation.cohort import find_case_file as find_one
     from MMRegistrationLib.io.landmarks import read_landmarks
     from MMRegistrationLib.io.segmentations import read_segmentation
 

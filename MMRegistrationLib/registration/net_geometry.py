@@ -49,10 +49,16 @@ def canonical_axes(direction: np.ndarray) -> np.ndarray:
 def network_grid(config: RegNetConfig, fixed: Grid, fixed_center: Optional[np.ndarray] = None) -> Grid:
     """The network's ``N^3`` grid of ``grid_spacing_mm`` along :func:`canonical_axes` of ``fixed``, centred on
     ``fixed_center`` (LPS mm; default: the fixed image's centre)."""
-    center = fixed.center if fixed_center is None else np.asarray(fixed_center, dtype=np.float64)
-    n, s = int(config.grid_size), float(config.grid_spacing_mm)
-    axes = canonical_axes(fixed.direction)
-    origin = center - axes @ np.full(3, s * (n - 1) / 2)
+    center = fixed.center if fixed_center is None else fixed_center
+    return cubic_grid(config.grid_size, config.grid_spacing_mm, center, fixed.direction)
+
+
+def cubic_grid(size: int, spacing_mm: float, center, direction: np.ndarray) -> Grid:
+    """``size^3`` voxels of ``spacing_mm`` centred on ``center`` (LPS mm), along :func:`canonical_axes` of
+    ``direction``: where a network (registration or segmentation) works."""
+    n, s = int(size), float(spacing_mm)
+    axes = canonical_axes(direction)
+    origin = np.asarray(center, dtype=np.float64) - axes @ np.full(3, s * (n - 1) / 2)
     return Grid.from_geometry((n, n, n), (s, s, s), origin, axes)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
-from MMRegistrationLib.registration.net_geometry import canonical_axes
+from MMRegistrationLib.registration.net_geometry import cubic_grid
 
 MODALITIES = ("mr", "trus")
 
@@ -66,7 +66,4 @@ def build_network(config: SegNetConfig) -> torch.nn.Module:
 def segmentation_grid(config: SegNetConfig, image: Grid) -> Grid:
     """The network's ``grid_size^3`` grid of ``grid_spacing_mm`` along the image's axes closest to LPS, centred on the
     image's centre (LPS mm)."""
-    n, s = int(config.grid_size), float(config.grid_spacing_mm)
-    axes = canonical_axes(image.direction)
-    origin = image.center - axes @ np.full(3, s * (n - 1) / 2)
-    return Grid.from_geometry((n, n, n), (s, s, s), origin, axes)
+    return cubic_grid(config.grid_size, config.grid_spacing_mm, image.center, image.direction)

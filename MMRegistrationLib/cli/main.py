@@ -1,5 +1,5 @@
-"""``mmreg``: the command line of the engine. Subcommands: register, refine, demo, generate, evaluate, train-disa, disa-heatmap,
-methods."""
+"""``mmreg``: the command line of the engine. Subcommands: register, refine, demo, generate, evaluate, train-disa, train-net,
+train-seg, segment, disa-heatmap, methods."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import demo, disa_heatmap, evaluate, generate, refine, register, train_disa, train_net
+    from MMRegistrationLib.cli import (demo, disa_heatmap, evaluate, generate, refine, register, train_disa, train_net,
+                                       train_seg)
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     train_disa.add_parser(sub)
     train_net.add_parser(sub)
+    train_seg.add_parser(sub)
     disa_heatmap.add_parser(sub)
     methods = sub.add_parser("methods", help="list registration methods and their options")
     methods.set_defaults(func=_list_methods)

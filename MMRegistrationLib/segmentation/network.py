@@ -9,7 +9,7 @@ non-zero-origin images are all seen the same way, and the prediction is resample
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -53,6 +53,16 @@ class SegNetConfig:
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SegNetConfig":
+        """The config from :meth:`as_dict`'s output (a sidecar); unknown keys are an :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError("weights", f"unknown segmentation network config keys {unknown}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 def build_network(config: SegNetConfig) -> torch.nn.Module:

@@ -292,24 +292,28 @@ def _validate_and_log(net, validation, config, device, state: TrainingState, run
         state.best_state = {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}
 
 
-def log_csv(state: TrainingState) -> str:
-    rows = [",".join(LOG_COLUMNS)]
-    rows += [",".join(f"{entry[c]:.6g}" if isinstance(entry[c], float) else str(entry[c]) for c in LOG_COLUMNS)
+def log_csv(state: TrainingState, columns: tuple = LOG_COLUMNS) -> str:
+    rows = [",".join(columns)]
+    rows += [",".join(f"{entry[c]:.6g}" if isinstance(entry[c], float) else str(entry[c]) for c in columns)
              for entry in state.log]
     return "\n".join(rows) + "\n"
 
 
-def plot_log(state: TrainingState, path: Path, title: str) -> None:
-    """Training loss, validation Dice and TRE against the step (PNG)."""
+PANELS = (("loss", "training loss"), ("validation_dice", "validation gland Dice"),
+          ("validation_tre_mm", "validation TRE (mm)"))
+
+
+def plot_log(state: TrainingState, path: Path, title: str, panels: tuple = PANELS) -> None:
+    """The logged values (``panels``: (log key, title) pairs; default loss, validation Dice and TRE) against the
+    step (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [e["iteration"] for e in state.log]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, key, label in zip(axes, ("loss", "validation_dice", "validation_tre_mm"),
-                              ("training loss", "validation gland Dice", "validation TRE (mm)")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (key, label) in zip(axes, panels):
         ax.plot(steps, [e[key] for e in state.log], marker=".")
         ax.set_xlabel("step")
         ax.set_title(label)

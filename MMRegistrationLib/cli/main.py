@@ -13,8 +13,8 @@ from MMRegistrationLib.core.errors import Cancelled, InputError, MMRegError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from MMRegistrationLib.cli import (demo, disa_heatmap, evaluate, generate, refine, register, train_disa, train_net,
-                                       train_seg)
+    from MMRegistrationLib.cli import (demo, disa_heatmap, evaluate, generate, refine, register, segment,
+                                       train_disa, train_net, train_seg)
 
     parser = argparse.ArgumentParser(
         prog="mmreg",
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_disa.add_parser(sub)
     train_net.add_parser(sub)
     train_seg.add_parser(sub)
+    segment.add_parser(sub)
     disa_heatmap.add_parser(sub)
     methods = sub.add_parser("methods", help="list registration methods and their options")
     methods.set_defaults(func=_list_methods)

@@ -118,14 +118,18 @@ def _nifti_nonfinite_count(path: Path) -> int:
     return int(np.count_nonzero(~np.isfinite(np.asanyarray(nifti.dataobj))))
 
 
-def write_image(image: Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write with SimpleITK (format from the extension). Written to a temporary name, then renamed."""
+def write_image(image: Image, path: str | os.PathLike, compress: bool = True, metadata: dict | None = None) -> Path:
+    """Write with SimpleITK (format from the extension; ``metadata`` as header fields where the format keeps them).
+    Written to a temporary name, then renamed."""
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     tmp = path.with_name(f".{stem}.partial{suffix}")
     try:
-        sitk.WriteImage(image.to_sitk(), str(tmp), compress)
+        itk_image = image.to_sitk()
+        for key, value in (metadata or {}).items():
+            itk_image.SetMetaData(str(key), str(value))
+        sitk.WriteImage(itk_image, str(tmp), compress)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -140,3 +140,28 @@ def atomic_output_dir(path: str | os.PathLike, argument: str = "--out", inputs: 
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable = (), overwrite: bool = False,
+                      suffixes: tuple = (), argument: str = "--out") -> Path:
+    """Refuse an output file that would destroy data or cannot be written; returns it resolved.
+
+    :class:`InputError` naming ``argument`` when ``path`` is one of ``inputs``, is a folder, exists without
+    ``overwrite``, does not end with one of ``suffixes`` (when given), or its folder cannot be created or written.
+    """
+    target = _resolved(path)
+    if suffixes and not str(path).lower().endswith(tuple(suffixes)):
+        raise InputError(argument, f"{path}: give a file ending with {', '.join(suffixes)}")
+    for item in inputs:
+        if item is not None and _resolved(item) == target:
+            raise InputError(argument, f"{path} is the input {item}; choose another file name")
+    if target.is_dir():
+        raise InputError(argument, f"{path} is a folder; give a file name")
+    if target.exists() and not overwrite:
+        raise InputError(argument, f"{path} exists; give --overwrite to replace it, or choose a new file name")
+    parent = target.parent if target.parent.exists() else _writable_ancestor(target.parent)
+    if not parent.is_dir():
+        raise InputError(argument, f"cannot create {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(argument, f"cannot write {path}: the folder {parent} is not writable")
+    return target

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -44,6 +44,8 @@ from MMRegistrationLib.metrics.overlap import field_of_view_coverage
 from MMRegistrationLib.registration.base import RegistrationInputs, RegistrationResult
 from MMRegistrationLib.registration.initializers import center_init, center_of_mass_init, rigid_mask_init
 from MMRegistrationLib.registration.methods import RunContext, get_method
+from MMRegistrationLib.segmentation.predict import PROSTATE
+from MMRegistrationLib.segmentation.auto import auto_modality, check_auto_weights, predicted_segmentation, target_only
 from MMRegistrationLib.spatial.affine import AffineTransform
 from MMRegistrationLib.spatial.base import SpatialTransform
 from MMRegistrationLib.spatial.composite import ComposedTransform
@@ -72,11 +74,14 @@ class LoadedInputs(RegistrationInputs):
         file_values: engine label value -> the files' value, for the values moved so that the target is label 1
             (where every method looks for it); empty when nothing moved. Outputs map the labels back.
         warnings: what the user must know about the inputs (also printed by the CLI).
+        predicted: side (``fixed``/``moving``) -> the record of a segmentation predicted by the segmentation network
+            (``--fixed-seg auto``); those segmentations are written beside the outputs.
     """
 
     target: Optional[dict] = None
     file_values: dict = field(default_factory=dict)
     warnings: tuple = ()
+    predicted: dict = field(default_factory=dict)
 
 
 def check_segmentations_given(method: str, fixed_seg, moving_seg) -> None:
@@ -106,6 +111,9 @@ def load_inputs(
     label_channel: Optional[int] = None,
     region=None,
     target_label: Optional[str] = None,
+    device=None,
+    progress=None,
+    cancel=None,
 ) -> LoadedInputs:
     """Read and validate one case; errors name the CLI argument at fault.
 
@@ -118,6 +126,8 @@ def load_inputs(
     against the fixed image right after it is read.
     ``target_label``: the target structure (``--target-label``: a value or a segment name); default and warnings:
     :mod:`MMRegistrationLib.io.target_label`. The segmentations are relabelled so that it is label 1.
+    ``fixed_seg`` / ``moving_seg`` ``"auto"`` (or ``"auto:mr"``, ``"auto:trus"``): the gland predicted by the shipped
+    segmentation network on ``device`` (:mod:`MMRegistrationLib.segmentation.auto`), recorded in ``predicted``.
     """
     box = read_region(region, "--roi") if region is not None else None
     if (fixed_landmarks is None) != (moving_landmarks is None):
@@ -129,13 +139,43 @@ def load_inputs(
     if box is not None:
         check_region(box, fixed_img, "--roi")
     moving_img = read_image(moving, "--moving")
-    fseg, mseg, names = _read_segmentations(fixed_seg, moving_seg, label_channel, fixed_img, moving_img)
     flm = mlm = None
     if fixed_landmarks is not None:
         flm = read_landmarks(fixed_landmarks, "--fixed-landmarks")
         mlm = read_landmarks(moving_landmarks, "--moving-landmarks")
         check_landmark_pair(flm, mlm)
+    segs = {"fixed": fixed_seg, "moving": moving_seg}
+    if any(auto_modality(value, side, f"--{side}-seg") for side, value in segs.items()):
+        return _with_predictions(fixed_img, moving_img, segs, label_channel, flm, mlm, box, target_label, device,
+                                 progress, cancel)
+    fseg, mseg, names = _read_segmentations(fixed_seg, moving_seg, label_channel, fixed_img, moving_img)
     return with_target(RegistrationInputs(fixed_img, moving_img, fseg, mseg, names, flm, mlm, box), target_label)
+
+
+def _with_predictions(fixed_img, moving_img, segs: dict, label_channel, flm, mlm, box, target_label, device, progress,
+                      cancel) -> LoadedInputs:
+    """The inputs when one or both segmentations are predicted: the predicted gland is label 1 'prostate'; a file on
+    the other side is reduced to its target structure (the gland) as label 1."""
+    images = {"fixed": fixed_img, "moving": moving_img}
+    others = {"fixed": (moving_img, "--moving"), "moving": (fixed_img, "--fixed")}
+    given = {side: seg for side, seg in segs.items() if seg is not None}
+    if target_label is not None and all(auto_modality(v, s, f"--{s}-seg") for s, v in given.items()):
+        raise InputError("--target-label", "has nothing to choose from: the segmentations are predicted (one gland)")
+    out, predicted, warnings = {}, {}, []
+    monitor = Monitor.wrap(progress, cancel).stage(0.0, 0.02)
+    for side, value in given.items():
+        argument = f"--{side}-seg"
+        modality = auto_modality(value, side, argument)
+        if modality is not None:
+            out[side], predicted[side] = predicted_segmentation(images[side], side, modality, device, monitor)
+            warnings += predicted[side]["warnings"]
+        else:
+            own = _own_segmentation(value, argument, label_channel, images[side], f"--{side}", *others[side])
+            out[side], chosen = target_only(own, target_label, argument)
+            warnings += chosen
+    fseg, mseg = (out[side].labelmap if side in out else None for side in ("fixed", "moving"))
+    inputs = with_target(RegistrationInputs(fixed_img, moving_img, fseg, mseg, {1: PROSTATE}, flm, mlm, box))
+    return replace(inputs, warnings=(*inputs.warnings, *warnings), predicted=predicted)
 
 
 def _own_segmentation(path, flag: str, channel, image, image_flag: str, other, other_flag: str) -> Segmentation:
@@ -399,6 +439,21 @@ def _output_labels(inputs: RegistrationInputs) -> dict:
     return out
 
 
+def write_predicted_segmentations(folder, inputs: RegistrationInputs) -> dict:
+    """``predicted_fixed_seg.seg.nrrd`` / ``predicted_moving_seg.seg.nrrd`` (segment ``prostate``) for the
+    segmentations the network predicted; ``files`` entries."""
+    from pathlib import Path
+
+    from MMRegistrationLib.io.segmentations import write_segmentation
+
+    files = {}
+    for side in getattr(inputs, "predicted", {}) or {}:
+        name = f"predicted_{side}_seg.seg.nrrd"
+        write_segmentation(getattr(inputs, f"{side}_seg"), {1: PROSTATE}, Path(folder) / name)
+        files[f"predicted_{side}_seg"] = name
+    return files
+
+
 def write_outputs(
     out_dir: str | os.PathLike,
     inputs: RegistrationInputs,
@@ -440,6 +495,7 @@ def write_outputs(
                            getattr(inputs, "file_values", {}))  # the files' label values
             write_image(wseg, tmp / "warped_moving_seg.nrrd")
             files["warped_moving_seg"] = "warped_moving_seg.nrrd"
+        files.update(write_predicted_segmentations(tmp, inputs))
         if extra_outputs is not None:
             files.update(extra_outputs(tmp, warped, wseg))
         times["write"] = time.perf_counter() - t1
@@ -450,6 +506,7 @@ def write_outputs(
                 "files": files,
                 "metrics": metrics,
                 **_output_labels(inputs),
+                **({"predicted_segmentations": inputs.predicted} if getattr(inputs, "predicted", None) else {}),
                 "field_of_view_overlap": overlap,
                 "warnings": warnings,
                 "version": __version__,
@@ -504,9 +561,11 @@ def register_files(
     if roi is not None:  # refused before any image is read: a method without region use, a bad value
         check_method_takes_region(method)
         box = read_region(roi, "--roi")
+    check_auto_weights(fixed_seg, moving_seg)  # the networks 'auto' needs, before any image is read
     with engine_threads(choice):
         inputs = load_inputs(fixed, moving, fixed_seg, moving_seg, fixed_landmarks, moving_landmarks, label_channel,
-                             region=box, target_label=target_label)
+                             region=box, target_label=target_label, device=resolve_device(device),
+                             progress=progress, cancel=cancel)
     choice = choose_threads(threads, work_voxels(inputs))
     start = None
     if initial_transform is not None:

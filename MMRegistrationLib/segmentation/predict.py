@@ -54,3 +54,75 @@ def predict_gland(network: torch.nn.Module, config: SegNetConfig, image: Image, 
     return PredictedGland(Image(cleaned.astype(np.uint8), image.grid), Image(probability.astype(np.float32),
                                                                              image.grid),
                           grid, quality_warnings(raw, cleaned, image.grid, what))
+
+
+OTHER = {"mr": "trus", "trus": "mr"}
+PROSTATE = "prostate"
+
+
+def segment_image(image: Image, modality: str, weights=None, device=None, argument: str = "--image",
+                  modality_argument: str = "--modality", progress=None, cancel=None) -> PredictedGland:
+    """The gland of ``image`` (an ``mr`` or ``trus`` image) with the shipped network of ``modality`` (or
+    ``weights``).
+
+    No gland at all is an :class:`InputError` naming ``argument``; when the other modality's shipped network finds a
+    plausible gland where this one found none or an implausible one, the message or warning names
+    ``modality_argument`` (the image is probably of the other modality).
+    """
+    from MMRegistrationLib.core.errors import InputError
+    from MMRegistrationLib.core.progress import Monitor
+    from MMRegistrationLib.segmentation.weights import load_segmentation_net
+
+    monitor = Monitor.wrap(progress, cancel)
+    monitor.check("segmenting")
+    network, config, _ = load_segmentation_net(modality, weights, device or "cpu")
+    monitor.report(0.2, f"segmenting: the gland on the {modality.upper()} image")
+    predicted = predict_gland(network, config, image, device, what=f"the gland predicted on the {modality.upper()} "
+                                                                    "image")
+    monitor.check("segmenting")
+    empty = not predicted.mask.array.any()
+    if empty or predicted.warnings:
+        hint = _other_modality_hint(image, modality, device, modality_argument)
+        if empty:
+            raise InputError(argument, f"no prostate found by the {modality.upper()} segmentation network"
+                                       + (f"; {hint}" if hint else ": check that the image shows the prostate"))
+        if hint:
+            predicted.warnings.append(hint)
+    monitor.report(1.0, f"segmenting: {predicted_volume_ml(predicted):.1f} ml")
+    return predicted
+
+
+def _other_modality_hint(image: Image, modality: str, device, modality_argument: str) -> str:
+    """A hint naming ``modality_argument`` when the other modality's shipped network finds a plausible gland."""
+    from MMRegistrationLib.segmentation.weights import default_segmentation_weights, load_segmentation_net
+
+    other = OTHER[modality]
+    if not default_segmentation_weights(other).is_file():
+        return ""
+    network, config, _ = load_segmentation_net(other, None, device or "cpu")
+    guess = predict_gland(network, config, image, device)
+    if guess.mask.array.any() and not guess.warnings:
+        return (f"the {other.upper()} network finds a plausible gland ({predicted_volume_ml(guess):.1f} ml): is this "
+                f"a {other.upper()} image? ({modality_argument} {modality} was given)")
+    return ""
+
+
+def predicted_volume_ml(predicted: PredictedGland) -> float:
+    from MMRegistrationLib.segmentation.postprocess import volume_ml
+
+    return volume_ml(predicted.mask.array > 0, predicted.mask.grid)
+
+
+def prediction_record(predicted: PredictedGland, modality: str, weights=None) -> dict:
+    """What ``result.json`` records about a predicted segmentation: modality, network file and checksum, volume,
+    network grid, warnings."""
+    from MMRegistrationLib.segmentation.weights import default_segmentation_weights, load_segmentation_net
+
+    path = weights or default_segmentation_weights(modality)
+    _, _, meta = load_segmentation_net(modality, path)
+    grid = predicted.network_grid
+    return {"predicted": True, "modality": modality, "weights": str(path), "weights_sha256": meta["sha256"],
+            "volume_ml": round(predicted_volume_ml(predicted), 2), "segment_name": PROSTATE,
+            "network_grid": {"size": list(grid.size_ijk), "spacing_mm": [float(s) for s in grid.spacing],
+                             "center_lps_mm": [round(float(c), 3) for c in grid.center]},
+            "warnings": list(predicted.warnings)}

@@ -17,10 +17,17 @@ MODEL_NAME = "ProstateSegNet"
 _CACHE: dict = {}
 
 
+SEGMENTATION_DIR_VARIABLE = "MMREG_SEGMENTATION_DIR"
+"""Environment variable naming another folder of ``prostate_{mr,trus}.pt`` (e.g. networks retrained with
+``mmreg train-seg``), used by ``--fixed-seg auto``, ``mmreg segment`` and the Slicer modules."""
+
+
 def segmentation_dir() -> Path:
+    """The folder of the segmentation networks: ``$MMREG_SEGMENTATION_DIR`` or ``Resources/Segmentation``."""
     from MMRegistrationLib.resources import resources_dir
 
-    return resources_dir() / "Segmentation"
+    override = os.environ.get(SEGMENTATION_DIR_VARIABLE, "").strip()
+    return Path(override) if override else resources_dir() / "Segmentation"
 
 
 def default_segmentation_weights(modality: str) -> Path:

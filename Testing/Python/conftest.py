@@ -143,3 +143,26 @@ def markups_app_scene(slicer):
     app_logic.SetModuleLogic("Markups", markups)
     scene._mmreg_keep = (app_logic, colors, markups)  # keep the logics alive with the scene
     return scene
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_dir(tmp_path_factory) -> Path:
+    """A folder with ``prostate_mr.pt`` and ``prostate_trus.pt`` (+ sidecars): one tiny network trained on ball
+    images (``seg_fixtures``), saved for each modality. Point ``MMREG_SEGMENTATION_DIR`` at it to use it as the
+    shipped networks."""
+    from seg_fixtures import save_tiny_weights, train_tiny_network
+
+    folder = tmp_path_factory.mktemp("segmentation_networks")
+    net, config = train_tiny_network("trus")
+    save_tiny_weights(folder, "trus", net, config)
+    from dataclasses import replace
+
+    save_tiny_weights(folder, "mr", net, replace(config, network=replace(config.network, modality="mr")))
+    return folder
+
+
+@pytest.fixture
+def tiny_seg_networks(tiny_seg_dir, monkeypatch) -> Path:
+    """``tiny_seg_dir`` in use as the shipped segmentation networks (``MMREG_SEGMENTATION_DIR``) for one test."""
+    monkeypatch.setenv("MMREG_SEGMENTATION_DIR", str(tiny_seg_dir))
+    return tiny_seg_dir

@@ -1,0 +1,108 @@
+"""Training of the segmentation networks: it learns (a tiny network segments unseen ball images on other grids), runs
+are deterministic for a seed, a resumed run equals an uninterrupted one, the time budget stops a run, the sidecar
+holds what re-trains it, and the split never loads the test cases."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.progress import Monitor
+from MMRegistrationLib.segmentation.predict import predict_gland
+from MMRegistrationLib.training.seg import left_right_flip, new_network, sample_image, train_segmentation
+from MMRegistrationLib.training.seg_config import SegTrainingConfig
+from MMRegistrationLib.training.seg_data import make_seg_case
+from seg_fixtures import TINY, ball_image, train_tiny_network
+
+
+def _cases(count: int = 3) -> list:
+    return [make_seg_case(f"ball{k}", *ball_image(k, (1.5, 1.2, 2.0), (5 * k, 0, 10)), "test") for k in range(count)]
+
+
+def _config(**changes) -> SegTrainingConfig:
+    return SegTrainingConfig(**{**dict(network=replace(TINY, modality="trus"), iterations=12, validate_every=4,
+                                       precision="float32", learning_rate=5e-3), **changes})
+
+
+def _weights(net) -> list:
+    return [t.detach().clone() for t in net.state_dict().values()]
+
+
+def _train(config, steps, **kwargs):
+    torch.set_num_threads(1)
+    net = new_network(config)
+    cases = _cases()
+    state = train_segmentation(net, cases[:2], cases[2:], config, steps, "cpu", Monitor.wrap(None), **kwargs)
+    return net, state
+
+
+def test_a_tiny_network_learns_to_segment_unseen_images_on_other_grids():
+    net, config = train_tiny_network("trus")
+    for seed, spacing, angles in ((300, (0.6, 0.7, 1.4), (15, -10, 30)), (301, (2.0, 1.0, 1.0), (0, 20, 45))):
+        image, gland = ball_image(seed, spacing, angles, center=(-20.0, 15.0, -60.0))
+        mask = predict_gland(net, config.network, image).mask.array > 0
+        assert 2 * np.count_nonzero(mask & gland) / (mask.sum() + gland.sum()) > 0.85
+
+
+def test_same_seed_same_weights_and_another_seed_differs():
+    a, _ = _train(_config(), 6)
+    b, _ = _train(_config(), 6)
+    c, _ = _train(_config(seed=1), 6)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))
+    assert not all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(c)))
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    config = _config()
+    whole, whole_state = _train(config, 12)
+    checkpoint = tmp_path / "ckpt.pt"
+    _train(config, 8, checkpoint=checkpoint)  # stopped after 8 steps (a checkpoint at step 8)
+    resumed, resumed_state = _train(config, 12, checkpoint=checkpoint, resume=True)
+    def values(log):
+        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in log]
+
+    assert resumed_state.step == 12 and values(resumed_state.log) == values(whole_state.log)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(whole), _weights(resumed)))
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    _train(_config(), 4, checkpoint=checkpoint)
+    with pytest.raises(InputError, match="--resume"):
+        _train(_config(learning_rate=1e-2), 8, checkpoint=checkpoint, resume=True)
+
+
+def test_the_time_budget_stops_the_run_with_a_validated_state():
+    _, state = _train(_config(), 1000, deadline=0.0)
+    assert state.stopped_by_budget and state.step == 1 and state.best_step == 1 and len(state.log) == 1
+
+
+def test_augmented_samples_move_the_image_and_its_gland_together():
+    case = _cases(1)[0]
+    config = _config(gamma_range=(1.0, 1.0))
+    for step in range(4):
+        image, target = sample_image(case, config, np.random.default_rng([0, step]))
+        bright = (image[0] > 0.5).numpy()
+        inside = (target[0] > 0.5).numpy()
+        assert 2 * np.count_nonzero(bright & inside) / (bright.sum() + inside.sum()) > 0.9
+
+
+def test_the_left_right_flip_mirrors_the_l_axis_about_the_centre():
+    flip = left_right_flip(np.array([10.0, 5.0, -3.0]))
+    point = np.array([13.0, 7.0, 1.0, 1.0])
+    assert np.allclose(flip @ point, [7.0, 7.0, 1.0, 1.0]) and np.allclose(flip @ flip, np.eye(4))
+
+
+def test_no_training_or_validation_image_is_refused():
+    with pytest.raises(InputError, match="--data"):
+        train_segmentation(new_network(_config()), [], _cases(1), _config(), 2, "cpu", Monitor.wrap(None))
+
+
+def test_an_empty_gland_is_refused():
+    image, gland = ball_image(0)
+    with pytest.raises(InputError, match="empty"):
+        make_seg_case("empty", image, np.zeros_like(gland), "test")

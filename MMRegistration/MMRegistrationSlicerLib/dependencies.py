@@ -3,8 +3,9 @@
 torch comes from the PyTorch extension's utilities (declared as an extension dependency), with the engine's
 version requirement; an installed torch older than that is reported, not used. Other packages are installed with
 ``slicer.util.pip_install`` after asking the user, only those the engine imports on the path in question (SciPy for
-every computation, matplotlib for report figures), and always under a constraints file that pins the packages
-Slicer ships (numpy, SimpleITK, vtk) to their installed versions, so pip can never replace them. Nothing is
+every computation, matplotlib for report figures, MONAI for the prostate segmentation network), and always under a
+constraints file that pins the packages Slicer ships (numpy, SimpleITK, vtk) and the installed torch to their
+installed versions, so pip can never replace them (MONAI depends on torch). Nothing is
 installed at import time; this module imports only the standard library.
 """
 
@@ -25,6 +26,9 @@ ENGINE_PACKAGES = {"scipy": "scipy>=1.10"}
 
 REPORT_PACKAGES = {"matplotlib": "matplotlib>=3.7"}
 """import name -> pip requirement: what the evaluation report's figure imports."""
+
+SEGMENTATION_PACKAGES = {"monai": "monai>=1.3"}
+"""import name -> pip requirement: what the prostate segmentation network (the "Segment prostate" action) imports."""
 
 SLICER_PACKAGES = {"numpy": "numpy", "SimpleITK": "SimpleITK", "vtk": "vtk"}
 """import name -> distribution name of the packages Slicer ships: pinned to their installed versions."""
@@ -89,12 +93,16 @@ def missing_requirements(packages: Optional[dict] = None) -> list:
 
 def slicer_constraints() -> list:
     """``name==version`` lines pinning the packages Slicer ships (:data:`SLICER_PACKAGES`) as they are installed
-    (the module's own version where a package has no distribution metadata, as Slicer's own VTK)."""
+    (the module's own version where a package has no distribution metadata, as Slicer's own VTK), and torch when
+    installed (the PyTorch extension's build: a package that depends on torch must not replace it)."""
     lines = []
     for module, distribution in SLICER_PACKAGES.items():
         version = installed_version(distribution) or _module_version(module)
         if version:
             lines.append(f"{distribution}=={version}")
+    torch = installed_version("torch") if _importable("torch") else None
+    if torch:
+        lines.append(f"torch=={torch}")
     return lines
 
 
@@ -169,6 +177,12 @@ def ensure_report_dependencies(ask: bool = True) -> None:
     """What the evaluation report needs on top of the engine (matplotlib for its figure)."""
     ensure_engine_dependencies(ask)
     ensure_packages(REPORT_PACKAGES, ask)
+
+
+def ensure_segmentation_dependencies(ask: bool = True) -> None:
+    """What the "Segment prostate" action needs on top of the engine (MONAI for the segmentation network)."""
+    ensure_engine_dependencies(ask)
+    ensure_packages(SEGMENTATION_PACKAGES, ask)
 
 
 def self_test_skip_reason(interactive: bool) -> str:

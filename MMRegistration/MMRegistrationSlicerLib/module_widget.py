@@ -1,6 +1,7 @@
 """What every MMRegistration module widget does the same way: load its ``.ui``, follow the scene's close events,
 keep a typed parameter node connected to the GUI (``SlicerParameterName`` bindings), keep the volumes the modules
-compute out of the input volume selectors, and (:class:`SegmentMappingWidgetMixin`) show the segment mapping table.
+compute out of the input volume selectors, (:class:`SegmentMappingWidgetMixin`) show the segment mapping table and
+(:class:`SegmentProstateWidgetMixin`) segment the prostate of the fixed and moving volumes.
 
 A widget class lists :class:`ParameterNodeWidgetMixin` before ``ScriptedLoadableModuleWidget`` and
 ``VTKObservationMixin``, calls :meth:`setupModuleUI` from its ``setup`` and defines ``_checkCanApply(caller=None,
@@ -108,6 +109,89 @@ class CancellableRunWidgetMixin:
     def onCancelButton(self) -> None:
         self._cancelRequested = True
         self.ui.statusLabel.text = "Cancelling..."
+
+
+class SegmentProstateWidgetMixin:
+    """The "Segment prostate" buttons of the fixed (TRUS) and the moving (MR) volume: the ``.ui`` has
+    ``fixedSegmentProstateButton`` and ``movingSegmentProstateButton``; the widget is a
+    :class:`CancellableRunWidgetMixin` whose parameter node has ``fixedVolume``, ``movingVolume``,
+    ``fixedSegmentation``, ``movingSegmentation`` and ``device``.
+
+    A click segments the volume with the engine's network of its modality (progress bar, Cancel) into the side's
+    selected segmentation when it is that volume's (its "prostate" segment replaced after asking; see
+    ``segmentation_logic.segmentation_of_volume``), else into a new one, which the side's selector then shows; the
+    quality check's warnings are shown in a message box. Call :meth:`setupSegmentProstate` from ``setup`` and
+    :meth:`updateSegmentProstateButtons` from ``_checkCanApply``.
+    """
+
+    SEGMENT_SIDES = {"fixed": ("trus", "TRUS"), "moving": ("mr", "MR")}
+    """Side -> (the engine's modality, how the tooltip names it)."""
+
+    def setupSegmentProstate(self) -> None:
+        self.ui.fixedSegmentProstateButton.connect("clicked(bool)", self.onSegmentFixedProstate)
+        self.ui.movingSegmentProstateButton.connect("clicked(bool)", self.onSegmentMovingProstate)
+
+    def onSegmentFixedProstate(self) -> None:
+        self.segmentProstate("fixed")
+
+    def onSegmentMovingProstate(self) -> None:
+        self.segmentProstate("moving")
+
+    def updateSegmentProstateButtons(self) -> None:
+        """Enabled when the side's volume is selected and nothing runs; the tooltip says why not."""
+        p = self._parameterNode
+        for side, (_, shown) in self.SEGMENT_SIDES.items():
+            button = getattr(self.ui, f"{side}SegmentProstateButton")
+            reason = ("Running: press Cancel to stop" if self._running else "" if p and getattr(p, f"{side}Volume")
+                      else f"Select the {side} volume first")
+            button.enabled = not reason
+            button.toolTip = reason or (f"Segment the prostate of the {side} volume with the {shown} network; the "
+                                        f"result becomes the {side} segmentation (check and correct it)")
+
+    def segmentProstate(self, side: str) -> None:
+        """Run the segmentation of ``side`` ("fixed" or "moving") with the progress bar and Cancel."""
+        import slicer
+
+        p = self._parameterNode
+        if p is None or self._running or not getattr(p, f"{side}Volume"):
+            return
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay(f"Prostate segmentation of the {side} volume failed.",
+                                                 waitCursor=True):
+                self.ui.statusLabel.text = self._segmentProstate(p, side)
+        finally:
+            self._setRunning(False)
+
+    def _segmentProstate(self, p, side: str) -> str:
+        """Segment, select the result, show the warnings; returns the status line."""
+        import slicer
+
+        from MMRegistrationSlicerLib.dependencies import ensure_segmentation_dependencies
+
+        ensure_segmentation_dependencies()
+        from MMRegistrationLib.core.errors import Cancelled
+        from MMRegistrationSlicerLib.segmentation_logic import (prostate_segment_ids, segment_prostate,
+                                                                segmentation_of_volume)
+
+        other = "moving" if side == "fixed" else "fixed"
+        volume = getattr(p, f"{side}Volume")
+        target = segmentation_of_volume(volume, getattr(p, f"{side}Segmentation"), getattr(p, f"{other}Segmentation"))
+        if target is not None and prostate_segment_ids(target) and not slicer.util.confirmOkCancelDisplay(
+                f"Replace the 'prostate' segment of '{target.GetName()}' with the network's? Its other segments are "
+                "kept.", "Segment prostate"):
+            return f"Not segmented: the prostate of '{target.GetName()}' is kept"
+        try:
+            node, warnings = segment_prostate(slicer.mrmlScene, volume, self.SEGMENT_SIDES[side][0], device=p.device,
+                                              progress=self._onProgress, cancel=lambda: self._cancelRequested,
+                                              segmentation_node=target, argument=f"{side} volume")
+        except Cancelled:
+            return "Cancelled: no segmentation was created or changed"
+        setattr(p, f"{side}Segmentation", node)
+        if warnings:
+            slicer.util.warningDisplay("\n\n".join(warnings), windowTitle="Prostate segmentation: check the result")
+        return (f"Prostate of '{volume.GetName()}' segmented into '{node.GetName()}'"
+                + (f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''}: check it)" if warnings else ""))
 
 
 class SegmentMappingWidgetMixin:

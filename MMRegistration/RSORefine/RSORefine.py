@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from MMRegistrationSlicerLib.module_widget import (CancellableRunWidgetMixin, ParameterNodeWidgetMixin,
-                                                  SegmentMappingWidgetMixin)
+                                                  SegmentMappingWidgetMixin, SegmentProstateWidgetMixin)
 
 METHOD = "refine"  # the engine's options of one refinement step (RefineConfig), see option_widgets.OPTION_SETS
 OPTIONS = {  # parameter -> engine option; a negative value (shown as "default") keeps the engine's
@@ -45,7 +45,8 @@ class RSORefine(ScriptedLoadableModule):
             "fine-tunes the network on this case; 'Place box' puts a 40 mm box at the crosshair and 'Refine in box "
             "(RSO)' fine-tunes inside it only, as often as needed. The history table shows each step's DSC and TRE; "
             "Undo, Redo and 'Show step' move through it. The output grid transform (the moving volume's parent) "
-            "always holds the shown step. Segmentations (matched by name) drive the label term; landmarks add TRE."
+            "always holds the shown step. Segmentations (matched by name) drive the label term ('Segment prostate' "
+            "makes one with the trained network of the volume's modality); landmarks add TRE."
         )
         self.parent.acknowledgementText = "Part of the MMRegistration extension for MR-TRUS registration."
 
@@ -81,7 +82,7 @@ class RSORefineParameterNode:
 
 
 class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, SegmentMappingWidgetMixin,
-                      ScriptedLoadableModuleWidget, VTKObservationMixin):
+                      SegmentProstateWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -98,6 +99,7 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Segme
                              (self.ui.exportButton, self.onExportButton)):
             button.connect("clicked(bool)", slot)
         self.setupSegmentMapping()
+        self.setupSegmentProstate()
         try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
             from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
 
@@ -114,6 +116,7 @@ class RSORefineWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, Segme
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p, reason = self._parameterNode, ""
+        self.updateSegmentProstateButtons()
         if self._running:
             reason = "Running: press Cancel to stop"
         elif not (p and p.fixedVolume and p.movingVolume):

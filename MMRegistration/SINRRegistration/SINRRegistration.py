@@ -30,6 +30,7 @@ from MMRegistrationSlicerLib.module_widget import (
     CancellableRunWidgetMixin,
     ParameterNodeWidgetMixin,
     SegmentMappingWidgetMixin,
+    SegmentProstateWidgetMixin,
 )
 
 METHOD = "sinr"
@@ -56,7 +57,9 @@ class SINRRegistration(ScriptedLoadableModule):
             "by default 'auto' (rigid alignment of the masks when they share two or more structures, centre of mass "
             "with the prostate alone), or your initial transform. "
             "Outputs: a grid transform (set as the moving volume's parent), optionally its inverse and the warped "
-            "volume, the moving segmentation propagated onto the fixed volume, and a metrics table."
+            "volume, the moving segmentation propagated onto the fixed volume, and a metrics table. "
+            "'Segment prostate' beside a segmentation selector segments that volume's prostate with the trained "
+            "network of its modality (fixed: TRUS, moving: MR): check and correct it before registering."
         )
         self.parent.acknowledgementText = "Part of the MMRegistration extension for MR-TRUS registration."
 
@@ -95,7 +98,7 @@ class SINRRegistrationParameterNode:
 
 
 class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin, SegmentMappingWidgetMixin,
-                              ScriptedLoadableModuleWidget, VTKObservationMixin):
+                              SegmentProstateWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -112,6 +115,7 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.setupSegmentMapping()
+        self.setupSegmentProstate()
         try:  # tooltips, ranges and units from the engine's option metadata (before the parameter node connects)
             from MMRegistrationSlicerLib.option_widgets import apply_option_metadata
 
@@ -122,6 +126,7 @@ class SINRRegistrationWidget(ParameterNodeWidgetMixin, CancellableRunWidgetMixin
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
+        self.updateSegmentProstateButtons()
         if self._running:
             reason = "Running: press Cancel to stop"
         elif not (p and p.fixedVolume and p.movingVolume):

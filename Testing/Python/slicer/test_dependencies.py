@@ -140,3 +140,21 @@ def test_self_test_skips_without_asking_where_nobody_can_answer(recorder):
     assert "PyTorch was not installed" in dependencies.self_test_skip_reason(interactive=True)
     recorder.absent = set()
     assert dependencies.self_test_skip_reason(interactive=False) == ""
+
+
+def test_segmentation_asks_for_monai_only_when_segmenting_with_torch_pinned(recorder):
+    """MONAI (the segmentation network's U-Net) is the engine's requirement, imported by the engine, asked for by the
+    "Segment prostate" action only, and installed without replacing the installed torch (MONAI depends on it)."""
+    assert dependencies.SEGMENTATION_PACKAGES == {"monai": _pyproject_requirements()["monai"]}
+    assert "monai" in _engine_imports() and "monai" not in dependencies.ENGINE_PACKAGES
+    recorder.absent = {"monai"}
+    dependencies.ensure_engine_dependencies(ask=True)  # registering: nothing asked
+    assert recorder.asked == [] and recorder.pip == []
+    dependencies.ensure_segmentation_dependencies(ask=True)
+    assert len(recorder.asked) == 1 and "monai>=1.3" in recorder.asked[0]
+    assert recorder.pip == [["monai>=1.3", "--constraint", recorder.pip[0][2]]]
+    assert "torch==2.5.1" in recorder.constraints[0]
+    recorder.confirm = False
+    with pytest.raises(RuntimeError, match="missing Python packages: monai"):
+        dependencies.ensure_segmentation_dependencies(ask=True)
+    assert len(recorder.pip) == 1

@@ -16,7 +16,7 @@ pytest.importorskip("slicer")
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[2]
-ABSENT = ("torch", "scipy", "skimage", "matplotlib", "nibabel")
+ABSENT = ("torch", "scipy", "skimage", "matplotlib", "nibabel", "monai")
 
 SCRIPT = r'''
 import importlib.abc, importlib.machinery, importlib.util, json, sys
@@ -59,7 +59,7 @@ scene = slicer.vtkMRMLScene()
 app, errors, undo = stubs.install(slicer, scene, testing=True)
 import MMRegistrationSlicerLib.dependencies, MMRegistrationSlicerLib.module_widget
 import MMRegistrationSlicerLib.option_widgets, MMRegistrationSlicerLib.segment_mapping_table
-import MMRegistrationSlicerLib.segments
+import MMRegistrationSlicerLib.segments, MMRegistrationSlicerLib.segmentation_logic
 out = {"skips": {}, "tables": {}, "mappings": {}}
 fixed = stubs.segmentation(scene, "TRUS segmentation", ["Prostate", "Bladder", "Urethra"])
 moving = stubs.segmentation(scene, "MR segmentation", ["prostate", "bladder", "rectum"])

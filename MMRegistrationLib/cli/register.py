@@ -25,8 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--fixed", help="fixed image (e.g. TRUS): NRRD, NIfTI, MHA, GIPL or a DICOM folder (required "
                    "unless --cohort)")
     p.add_argument("--moving", help="moving image (e.g. MR) (required unless --cohort)")
-    p.add_argument("--fixed-seg", help="fixed segmentation: label map or Slicer .seg.nrrd")
-    p.add_argument("--moving-seg", help="moving segmentation: same label values (or segment names) as --fixed-seg")
+    p.add_argument("--fixed-seg", help="fixed segmentation: label map or Slicer .seg.nrrd; 'auto' = the gland predicted "
+                   "by the TRUS segmentation network (auto:mr / auto:trus name the modality; with --cohort too)")
+    p.add_argument("--moving-seg", help="moving segmentation: same label values (or segment names) as --fixed-seg; "
+                   "'auto' = the gland predicted by the MR segmentation network")
     p.add_argument("--fixed-landmarks", help="fixed landmarks: CSV x,y,z (LPS mm), .mrk.json or .fcsv")
     p.add_argument("--moving-landmarks", help="moving landmarks, rows corresponding to --fixed-landmarks")
     p.add_argument("--init", choices=INITS, help="initialiser (default: the method's own, see 'mmreg methods')")
@@ -106,9 +108,9 @@ def method_options(args: argparse.Namespace) -> dict:
     return given
 
 
-COHORT_EXCLUDES = ("fixed", "moving", "fixed_seg", "moving_seg", "fixed_landmarks", "moving_landmarks",
-                   "initial_transform", "roi")
-"""Options that describe one case: each case folder holds its own files."""
+COHORT_EXCLUDES = ("fixed", "moving", "fixed_landmarks", "moving_landmarks", "initial_transform", "roi")
+"""Options that describe one case: each case folder holds its own files (``--fixed-seg``/``--moving-seg`` only as
+``auto``: checked by the cohort)."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,6 +180,7 @@ def run_cohort(args: argparse.Namespace) -> int:
         result = register_cohort(args.cohort, args.out, args.method, options, init=args.init, seed=args.seed,
                                  device=args.device, threads=args.threads, label_channel=args.label_channel,
                                  target_label=args.target_label, overwrite=args.overwrite, workers=args.workers,
+                                 fixed_seg=args.fixed_seg, moving_seg=args.moving_seg,
                                  scheduler=args.scheduler, progress=ProgressPrinter(args.quiet), on_case=report)
     except (KeyboardInterrupt, Cancelled):
         close_progress()

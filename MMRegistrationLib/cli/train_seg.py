@@ -108,22 +108,22 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     config = training_config(args)
-    data_dir = Path(args.data) if args.data else default_data_dir()
-    folder_cases(data_dir)  # checked before any work
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError("--out", f"{out} exists and is not a folder")
+    name = args.name or f"prostate_{args.modality}"
+    checkpoint = out / f".{name}.checkpoint.pt"
+    if args.resume and not checkpoint.is_file():
+        raise InputError("--resume", f"no checkpoint {checkpoint} to resume from")
+    data_dir = Path(args.data) if args.data else default_data_dir()
+    folder_cases(data_dir)  # checked before any work
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    name = args.name or f"prostate_{args.modality}"
     minutes = args.minutes if args.iterations is None else None
     if minutes is None and args.iterations is None:
         minutes = 40.0
     iterations = args.iterations if args.iterations is not None else args.max_iterations
-    checkpoint = out / f".{name}.checkpoint.pt"
-    if args.resume and not checkpoint.is_file():
-        raise InputError("--resume", f"no checkpoint {checkpoint} to resume from")
     result = run_seg_training(data_dir, config, iterations, minutes, device, checkpoint, args.resume,
                               ProgressPrinter(args.quiet))
     paths = write_seg_run(result, out, name, recorded_command(args))

@@ -59,8 +59,12 @@ class CohortSettings:
     device: str = "auto"
     label_channel: Optional[int] = None
     target_label: Optional[str] = None
+    fixed_seg: Optional[str] = None
+    moving_seg: Optional[str] = None
 
-    RESULT_KEYS = ("method", "options", "init", "seed", "label_channel", "target_label")
+    RESULT_KEYS = ("method", "options", "init", "seed", "label_channel", "target_label", "fixed_seg", "moving_seg")
+    """``fixed_seg`` / ``moving_seg``: ``auto`` (or ``auto:mr`` / ``auto:trus``) registers on the predicted gland
+    instead of the case's segmentation (still used for the evaluation); None: the case's own file."""
 
     def as_record(self) -> dict:
         """JSON-ready settings (options as given)."""
@@ -152,8 +156,8 @@ def register_case(task: CaseTask, files, fixed: Path, moving: Path, progress=Non
     check_output_target(task.out, (files.folder,), overwrite=True)  # never a foreign folder of that name
     optional = {name: None if getattr(files, name) is None else str(getattr(files, name))
                 for name in ("fixed_landmarks", "moving_landmarks")}
-    return register_files(s.method, str(fixed), str(moving), task.out, fixed_seg=str(files.fixed_seg),
-                          moving_seg=str(files.moving_seg), **optional, init=s.init, options=dict(s.options),
+    return register_files(s.method, str(fixed), str(moving), task.out, fixed_seg=s.fixed_seg or str(files.fixed_seg),
+                          moving_seg=s.moving_seg or str(files.moving_seg), **optional, init=s.init, options=dict(s.options),
                           seed=s.seed, device=s.device, progress=progress, cancel=cancel,
                           label_channel=s.label_channel, threads=task.threads, target_label=s.target_label)
 
@@ -424,6 +428,17 @@ def check_request(method: str, options, threads, workers, scheduler) -> None:
         import_distributed("--scheduler" if scheduler is not None else "--workers")
 
 
+def check_auto_segmentations(fixed_seg, moving_seg) -> None:
+    """``fixed_seg`` / ``moving_seg`` of a cohort are None or ``auto[:mr|:trus]``, and the networks are there."""
+    from MMRegistrationLib.segmentation.auto import auto_modality, check_auto_weights
+
+    for value, side in ((fixed_seg, "fixed"), (moving_seg, "moving")):
+        if value is not None and auto_modality(value, side, f"--{side}-seg") is None:
+            raise InputError(f"--{side}-seg", "with --cohort only 'auto' (or auto:mr, auto:trus) is accepted: each case "
+                                              "folder holds its own segmentations")
+    check_auto_weights(fixed_seg, moving_seg)
+
+
 def register_cohort(
     cohort: str | Path,
     out: str | Path,
@@ -437,6 +452,8 @@ def register_cohort(
     target_label: Optional[str] = None,
     overwrite: bool = False,
     workers: Optional[int] = None,
+    fixed_seg: Optional[str] = None,
+    moving_seg: Optional[str] = None,
     scheduler: Optional[str] = None,
     progress=None,
     cancel=None,
@@ -449,6 +466,8 @@ def register_cohort(
         out: the output folder: new or empty, an earlier cohort result with the same settings (resumed: complete
             cases are kept), or with ``overwrite`` any earlier result of mmreg (every case redone).
         method, options, init, seed, device, label_channel, target_label: as for ``register_files``, for every case.
+        fixed_seg, moving_seg: ``auto`` (``auto:mr``, ``auto:trus``) to register on the glands the segmentation
+            networks predict (the case folders' segmentations still evaluate the results); None: the case's files.
         threads: CPU threads per case; ``None``: the engine's policy in this process, 1 on Dask workers.
         workers: run on a local Dask cluster of this many single-threaded worker processes.
         scheduler: run on the Dask cluster whose scheduler is at this address (e.g. ``tcp://host:8786``); the case
@@ -465,9 +484,10 @@ def register_cohort(
     """
     options = dict(options or {})
     check_request(method, options, threads, workers, scheduler)
+    check_auto_segmentations(fixed_seg, moving_seg)
     from MMRegistrationLib.evaluation.cohort import find_cases
 
-    settings = CohortSettings(method, options, init, seed, device, label_channel, target_label)
+    settings = CohortSettings(method, options, init, seed, device, label_channel, target_label, fixed_seg, moving_seg)
     folders = find_cases(cohort, exclude=Path(out))
     resume = check_output(out, cohort, settings, overwrite)
     monitor = Monitor.wrap(progress, cancel)

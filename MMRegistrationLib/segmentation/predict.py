@@ -16,6 +16,10 @@ from MMRegistrationLib.segmentation.postprocess import clean_mask, quality_warni
 from MMRegistrationLib.spatial.sampling import sample_at_world
 
 
+MIRROR = False
+"""Whether predictions average the image and its mirror image (chosen on the validation images: see README)."""
+
+
 @dataclass
 class PredictedGland:
     """``mask``: uint8 label map (1 = gland) on the image's grid; ``probability``: float32 on the same grid;
@@ -40,15 +44,27 @@ def probability_on(image_grid: Grid, probability: torch.Tensor, grid: Grid) -> n
     return sample_at_world(probability[None], grid, points, outside_value=0.0)[..., 0].cpu().numpy()
 
 
+def network_probability(network: torch.nn.Module, inputs: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """``(N, N, N)`` gland probability of ``inputs (1, 1, N, N, N)``; with ``mirror`` the mean of the prediction and
+    that of the input mirrored along the grid's first (L-most) axis, mirrored back (the network was trained with
+    left-right flips)."""
+    probability = torch.sigmoid(network(inputs)[0, 0].float())
+    if mirror:
+        flipped = torch.sigmoid(network(inputs.flip(-1))[0, 0].float()).flip(-1)
+        probability = 0.5 * (probability + flipped)
+    return probability
+
+
 def predict_gland(network: torch.nn.Module, config: SegNetConfig, image: Image, device=None,
-                  what: str = "the predicted gland") -> PredictedGland:
-    """Segment the gland in ``image`` (any grid: oblique, anisotropic, any origin) with ``network``."""
+                  what: str = "the predicted gland", mirror: bool = MIRROR) -> PredictedGland:
+    """Segment the gland in ``image`` (any grid: oblique, anisotropic, any origin) with ``network``
+    (``mirror``: see :func:`network_probability`)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     grid = segmentation_grid(config, image.grid)
     network = network.to(device).eval()
     with torch.no_grad():
-        logits = network(network_input(image, grid, device))[0, 0]
-        probability = probability_on(image.grid, torch.sigmoid(logits.float()), grid)
+        probability = probability_on(image.grid, network_probability(network, network_input(image, grid, device),
+                                                                     mirror), grid)
     raw = probability >= config.threshold
     cleaned = clean_mask(raw)
     return PredictedGland(Image(cleaned.astype(np.uint8), image.grid), Image(probability.astype(np.float32),

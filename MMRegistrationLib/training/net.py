@@ -230,6 +230,14 @@ def load_checkpoint(path: Path, net, optimiser, config: NetTrainingConfig) -> Tr
     return TrainingState(**data["state"])
 
 
+def training_fraction(step: int, iterations: int, started: float, deadline: Optional[float]) -> float:
+    """How far a run is: the steps made of ``iterations``, or the time used of the budget when that is further."""
+    fraction = step / max(1, iterations)
+    if deadline is not None and deadline > started:
+        fraction = max(fraction, (time.perf_counter() - started) / (deadline - started))
+    return min(1.0, fraction)
+
+
 def train_network(net: RegistrationNet, train: list, validation: list, config: NetTrainingConfig, iterations: int,
                   device, monitor: Monitor, checkpoint: Optional[Path] = None, resume: bool = False,
                   deadline: Optional[float] = None) -> TrainingState:
@@ -270,7 +278,8 @@ def train_network(net: RegistrationNet, train: list, validation: list, config: N
             if checkpoint is not None:
                 save_checkpoint(checkpoint, net, optimiser, state, config)
             entry = state.log[-1]
-            monitor.report(state.step / iterations, f"training: step {state.step}/{iterations}, loss {entry['loss']:.4f}, "
+            monitor.report(training_fraction(state.step, iterations, started, deadline),
+                           f"training: step {state.step}/{iterations}, loss {entry['loss']:.4f}, "
                            f"validation Dice {entry['validation_dice']:.3f}, TRE {entry['validation_tre_mm']:.2f} mm")
         if out_of_time:
             state.stopped_by_budget = True

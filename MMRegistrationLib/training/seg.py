@@ -28,7 +28,13 @@ from MMRegistrationLib.metrics.overlap import dice_per_label
 from MMRegistrationLib.registration.net_geometry import grid_points, sample_volume
 from MMRegistrationLib.segmentation.network import build_network, segmentation_grid
 from MMRegistrationLib.segmentation.predict import predict_gland
-from MMRegistrationLib.training.net import TrainingState, load_checkpoint, random_affine, save_checkpoint
+from MMRegistrationLib.training.net import (
+    TrainingState,
+    load_checkpoint,
+    random_affine,
+    save_checkpoint,
+    training_fraction,
+)
 from MMRegistrationLib.training.seg_config import SegTrainingConfig
 from MMRegistrationLib.training.seg_data import SegCase
 
@@ -108,7 +114,8 @@ def train_segmentation(net: torch.nn.Module, train: list, validation: list, conf
         targets = torch.stack([p[1] for p in pairs]).to(device)
         loss = loss_function(_logits(net, inputs, config.precision), targets)
         if not torch.isfinite(loss):
-            raise MMRegError(f"training: the loss became non-finite at step {state.step}; lower --learning-rate")
+            raise MMRegError(f"training: the loss became non-finite at step {state.step}; lower --learning-rate or "
+                             "train with --precision float32")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -121,7 +128,7 @@ def train_segmentation(net: torch.nn.Module, train: list, validation: list, conf
             if checkpoint is not None:
                 save_checkpoint(checkpoint, net, optimiser, state, config)
             entry = state.log[-1]
-            monitor.report(state.step / iterations, f"training: step {state.step}/{iterations}, loss "
+            monitor.report(training_fraction(state.step, iterations, started, deadline), f"training: step {state.step}/{iterations}, loss "
                            f"{entry['loss']:.4f}, validation Dice {entry['validation_dice']:.3f}")
         if out_of_time:
             state.stopped_by_budget = True

@@ -134,3 +134,39 @@ def test_target_label_with_two_predicted_segmentations_is_refused(pair, tiny_seg
                  "--fixed-seg", "auto", "--moving-seg", "auto", "--target-label", "2", "--out",
                  str(tmp_path / "run"), "--quiet"])
     assert code == 2 and "--target-label" in capsys.readouterr().err
+
+
+def _cohort(pair: dict, folder) -> str:
+    import shutil
+
+    for name in ("case_a", "case_b"):
+        case = folder / name
+        case.mkdir(parents=True)
+        shutil.copy(pair["fixed"], case / "fixed.nrrd")
+        shutil.copy(pair["moving"], case / "moving.nii.gz")
+        shutil.copy(pair["fixed_truth"], case / "fixed_seg.nrrd")
+        gland = read_image(pair["moving_seg"])
+        write_image(gland.with_array((gland.array == 3).astype(np.uint8)), case / "moving_seg.nrrd")
+    return str(folder)
+
+
+def test_a_cohort_registers_on_predicted_glands_and_is_evaluated_on_its_own(pair, tiny_seg_networks, tmp_path):
+    cohort = _cohort(pair, tmp_path / "cohort")
+    out = tmp_path / "results"
+    assert main(["register", "--cohort", cohort, "--method", "rigid-mask", "--fixed-seg", "auto", "--moving-seg",
+                 "auto", "--out", str(out), "--quiet"]) == 0
+    for name in ("case_a", "case_b"):
+        record = json.loads((out / name / "result.json").read_text())
+        assert set(record["predicted_segmentations"]) == {"fixed", "moving"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["registration"]["fixed_seg"] == "auto" and summary["registration"]["moving_seg"] == "auto"
+    assert summary["metrics"]["dice_1"]["mean"] > 0.8  # judged on the case folders' own segmentations
+    rows = (out / "cases.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",registered," in row for row in rows[1:])
+
+
+def test_a_cohort_refuses_a_segmentation_file_for_all_cases(pair, tiny_seg_networks, tmp_path, capsys):
+    cohort = _cohort(pair, tmp_path / "cohort")
+    code = main(["register", "--cohort", cohort, "--method", "rigid-mask", "--fixed-seg", pair["fixed_truth"],
+                 "--out", str(tmp_path / "results"), "--quiet"])
+    assert code == 2 and "--fixed-seg" in capsys.readouterr().err and not (tmp_path / "results").exists()

@@ -106,3 +106,57 @@ def test_an_empty_gland_is_refused():
     image, gland = ball_image(0)
     with pytest.raises(InputError, match="empty"):
         make_seg_case("empty", image, np.zeros_like(gland), "test")
+
+
+def test_train_seg_reads_a_cohort_folder_and_writes_weights_sidecar_and_log(tmp_path, capsys):
+    """Three case folders: one trains, one validates, one is the untouched test part; two steps write NAME.pt, its
+    sidecar (data, split, the command that repeats the run) and the log, and remove the checkpoint."""
+    import json
+
+    from MMRegistrationLib.cli.main import main
+    from MMRegistrationLib.core.image import Image
+    from MMRegistrationLib.io import write_image
+
+    cohort = tmp_path / "cohort"
+    for index in range(3):
+        folder = cohort / f"case{index}"
+        folder.mkdir(parents=True)
+        for side, angles in (("fixed", (0, 0, 10)), ("moving", (5, -5, 0))):
+            image, gland = ball_image(index, (1.5, 1.5, 2.0), angles)
+            write_image(image, folder / f"{side}.nrrd")
+            write_image(Image(gland.astype(np.uint8), image.grid), folder / f"{side}_seg.nrrd")
+    out = tmp_path / "nets"
+    code = main(["train-seg", "--modality", "mr", "--data", str(cohort), "--out", str(out), "--iterations", "2",
+                 "--validate-every", "1", "--synthetic-cases", "0", "--grid-size", "16", "--grid-spacing-mm", "6",
+                 "--threads", "1", "--precision", "float32", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "prostate_mr.json").read_text())
+    training = meta["training"]
+    assert meta["model"] == "ProstateSegNet" and meta["config"]["modality"] == "mr" and meta["config"]["grid_size"] == 16
+    assert training["data"]["train"] == ["case0"] and training["data"]["validation"] == ["case1"]
+    assert training["data"]["test_not_used"] == ["case2"]
+    assert training["reproduce"].startswith("mmreg train-seg --modality mr") and training["reproduce"].endswith(
+        "--iterations 2") and "--threads 1" in training["reproduce"]
+    assert len(training["log"]) == 2 and (out / "prostate_mr_log.csv").read_text().startswith(
+        "iteration,loss,validation_dice,seconds")
+    assert (out / "prostate_mr_log.png").is_file() and not (out / ".prostate_mr.checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("extra, argument", [
+    (["--grid-size", "20"], "--grid-size"),
+    (["--minutes", "0"], "--minutes"),
+    (["--resume"], "--resume"),
+    (["--name", "../x"], "--name"),
+])
+def test_train_seg_bad_options_exit_2_naming_them(tmp_path, capsys, extra, argument):
+    from MMRegistrationLib.cli.main import main
+
+    code = main(["train-seg", "--modality", "trus", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+    assert code == 2 and argument in capsys.readouterr().err
+
+
+def test_train_seg_refuses_a_folder_without_cases(tmp_path, capsys):
+    from MMRegistrationLib.cli.main import main
+
+    assert main(["train-seg", "--modality", "trus", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--data" in capsys.readouterr().err and not (tmp_path / "o").exists()

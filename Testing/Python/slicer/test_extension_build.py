@@ -42,7 +42,7 @@ def test_resources_are_copied_into_the_build_tree_beside_the_engine():
     words = call[0].split()
     build_dir = words[words.index("BUILD_DIR") + 1]
     directories = words[words.index("DIRECTORIES") + 1:words.index("BUILD_DIR")]
-    assert {"SampleCase", "DISA", "Networks"} <= set(directories)
+    assert {"SampleCase", "DISA", "Networks", "Segmentation"} <= set(directories)
     engine = next(c for c in _cmake_calls((REPO_ROOT / "MMRegistration" / "CMakeLists.txt").read_text(encoding="utf-8"),
                                           "ctkMacroCompilePythonScript") if "TARGET_NAME MMRegistrationLib" in c)
     engine_dir = re.search(r"DESTINATION_DIR\s+(\S+)", engine).group(1)
@@ -55,7 +55,7 @@ def test_build_tree_copy_is_found_by_the_engine(tmp_path):
     """mmreg_add_resources (CMake script mode) into a fake build tree holding a copy of the engine: the copied engine
     finds the sample case and the DISA weights there; hidden files (e.g. a partial output) are left out."""
     source = tmp_path / "Resources"
-    for directory in ("SampleCase", "DISA", "Networks"):
+    for directory in ("SampleCase", "DISA", "Networks", "Segmentation"):
         shutil.copytree(REPO_ROOT / "Resources" / directory, source / directory)
     (source / "Networks" / ".partial-1").mkdir()
     (source / "Networks" / ".partial-1" / "net.pt").write_bytes(b"unfinished")
@@ -65,7 +65,7 @@ def test_build_tree_copy_is_found_by_the_engine(tmp_path):
     script.write_text(
         f'include("{RESOURCES_CMAKE.as_posix()}")\n'
         f'mmreg_add_resources(SOURCE_DIR "{source.as_posix()}" '
-        f'DIRECTORIES SampleCase DISA Networks BUILD_DIR "{(lib_dir / "Resources").as_posix()}")\n',
+        f'DIRECTORIES SampleCase DISA Networks Segmentation BUILD_DIR "{(lib_dir / "Resources").as_posix()}")\n',
         encoding="utf-8")
     done = subprocess.run(["cmake", "-P", str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,7 @@ from MMRegistrationLib.segmentation.postprocess import (
     clean_mask,
     component_sizes,
     quality_warnings,
+    solidity,
     touches_border,
     volume_ml,
 )
@@ -56,3 +57,16 @@ def test_implausible_volume_several_parts_and_a_cut_gland_are_named():
     assert any("border" in w for w in quality_warnings(cut, clean_mask(cut), GRID))
     tiny_extra = ball((30, 30, 30), 15) | ball((5, 5, 55), 1)
     assert quality_warnings(tiny_extra, clean_mask(tiny_extra), GRID) == []  # a speck is not a second gland
+
+
+def test_an_irregular_gland_is_named_and_convex_shapes_are_not():
+    gland = ball((30, 30, 30), 15)
+    assert 0.95 < solidity(gland, GRID) < 1.1
+    k, j, i = np.indices(gland.shape)
+    ragged = gland & ((k + j) % 12 < 6)  # slabs joined along one axis: a comb, far from convex
+    ragged |= (np.abs(i - 30) <= 1) & gland
+    assert solidity(ragged, GRID) < 0.7
+    warnings = quality_warnings(ragged, clean_mask(ragged), GRID)
+    assert any("irregular shape" in w for w in warnings), warnings
+    assert quality_warnings(gland, gland, GRID) == []
+    assert np.isnan(solidity(np.zeros_like(gland), GRID))

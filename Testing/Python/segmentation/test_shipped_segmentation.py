@@ -116,3 +116,14 @@ def test_the_recorded_command_repeats_the_shipped_runs_first_validation(modality
     repeated = json.loads((tmp_path / f"prostate_{modality}.json").read_text())["training"]["log"][0]
     for key in ("loss", "validation_dice"):
         assert repeated[key] == first[key], key
+
+
+@pytest.mark.parametrize("side, wrong, right", [("moving", "trus", "MR"), ("fixed", "mr", "TRUS")])
+def test_the_wrong_modality_is_told(side, wrong, right, tmp_path, capsys):
+    """The sample case's MR segmented as TRUS (and the other way round): the warnings say which modality the image
+    looks like (the other network finds a plausible gland where this one's is implausible)."""
+    case = sample_case_paths()
+    out = tmp_path / "seg.nrrd"
+    assert main(["segment", "--image", str(case[side]), "--modality", wrong, "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"is this a {right} image? (--modality {wrong} was given)" in err

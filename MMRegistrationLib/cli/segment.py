@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
         "(any orientation, spacing or origin), resampled onto the image's grid, largest part kept and holes filled. "
         "Writes --out (label 1 = prostate; a .seg.nrrd holds one segment named 'prostate', ready for Slicer's "
         "Segment Editor) and prints the volume and any quality warnings (a volume outside 10-250 ml, several large "
-        "parts, a gland touching the field-of-view border). No gland found: exit 2.",
+        "parts, a gland touching the field-of-view border, an irregular shape). No gland found: exit 2. The network "
+        "sees 96 mm around the image's centre (MR: crop a large pelvic field of view around the prostate first).",
     )
     p.add_argument("--image", required=True, help="the image: NRRD, NIfTI, MHA or a DICOM folder")
     p.add_argument("--modality", required=True, choices=("mr", "trus"), help="what the image is")

@@ -15,8 +15,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "segment",
         help="segment the prostate gland on an MR or TRUS image (segmentation network, paper 003)",
-        description="Predicts the gland with the shipped network of --modality on the network's own 1.5 mm grid "
-        "(any orientation, spacing or origin), resampled onto the image's grid, largest part kept and holes filled. "
+        description="Predicts the gland with the shipped network of --modality on the network's own grid "
+        "(48^3 voxels of 2 mm for the shipped networks; any image orientation, spacing or origin), resampled onto the image's grid, largest part kept and holes filled. "
         "Writes --out (label 1 = prostate; a .seg.nrrd holds one segment named 'prostate', ready for Slicer's "
         "Segment Editor) and prints the volume and any quality warnings (a volume outside 10-250 ml, several large "
         "parts, a gland touching the field-of-view border, an irregular shape). No gland found: exit 2. The network "

@@ -39,8 +39,8 @@ class SegNetConfig:
     channels: tuple = (16, 32, 64, 128)
     strides: tuple = (2, 2, 2)
     num_res_units: int = 1
-    grid_size: int = 64
-    grid_spacing_mm: float = 1.5
+    grid_size: int = 48
+    grid_spacing_mm: float = 2.0
     threshold: float = 0.5
 
     def __post_init__(self):

@@ -9,8 +9,10 @@ network (and ``--modality mr`` the MR one); the sidecar's ``training.reproduce``
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from MMRegistrationLib.core.device import DEVICE_CHOICES
+from MMRegistrationLib.cli import training
+from MMRegistrationLib.cli.training import add_budget_options, add_run_options
 
 
 def add_parser(sub) -> None:
@@ -27,11 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="training folder (default: ../shared/data/deepreg_mrus or $MMREG_DATA/deepreg_mrus)")
     p.add_argument("--out", required=True, help="folder receiving NAME.pt and its sidecar (created if needed)")
     p.add_argument("--name", help="weights name (default: prostate_MODALITY)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-clock budget: training stops at it (the sidecar records "
-                        "the steps made); default 40 when --iterations is not given")
-    budget.add_argument("--iterations", type=int, help="exact number of optimiser steps (deterministic run)")
-    p.add_argument("--max-iterations", type=int, default=100000, help="upper bound with --minutes (default 100000)")
+    add_budget_options(p)
     p.add_argument("--batch-size", type=int, help="images per step (default 2)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
     p.add_argument("--validate-every", type=int, help="steps between validations (default 100)")
@@ -39,12 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--grid-size", type=int, help="network grid voxels per side, a multiple of 8 (default 48)")
     p.add_argument("--grid-spacing-mm", type=float, help="network grid spacing (default 2)")
     p.add_argument("--precision", choices=("bfloat16", "float32"), help="training arithmetic (default bfloat16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are deterministic for a thread count)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto = cuda, then mps, then cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads (record it: results depend on it)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run with "
-                   "the same options (OUT/.NAME.checkpoint.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,13 +47,8 @@ RECORDED = ("modality", "data", "out", "name", "minutes", "iterations", "batch_s
 
 
 def recorded_command(args: argparse.Namespace) -> list:
-    """The command as parsed (every option that changes the run), for the sidecar."""
-    words = ["mmreg", "train-seg"]
-    for name in RECORDED:
-        value = getattr(args, name)
-        if value is not None and not (name == "device" and value == "auto"):
-            words += [f"--{name.replace('_', '-')}", str(value)]
-    return words + (["--resume"] if args.resume else [])
+    """The command as parsed, for the sidecar (see :func:`MMRegistrationLib.cli.training.recorded_command`)."""
+    return training.recorded_command(args, "train-seg", RECORDED)
 
 
 def training_config(args: argparse.Namespace):
@@ -82,48 +70,19 @@ def training_config(args: argparse.Namespace):
     return SegTrainingConfig(network=network, **{k: v for k, v in train.items() if v is not None})
 
 
-def _check(args: argparse.Namespace) -> None:
-    from MMRegistrationLib.core.errors import InputError
-
-    for name in ("iterations", "max_iterations", "batch_size", "validate_every", "threads", "grid_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
-    if args.minutes is not None and not args.minutes > 0:
-        raise InputError("--minutes", f"must be positive, got {args.minutes}")
-    if args.name is not None and (not args.name or "/" in args.name or args.name.startswith(".")):
-        raise InputError("--name", f"must be a plain file name without '/', got {args.name!r}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
     from MMRegistrationLib.cli.progress import ProgressPrinter, close_progress
-    from MMRegistrationLib.core.device import resolve_device
-    from MMRegistrationLib.core.errors import InputError
     from MMRegistrationLib.training.net_data import default_data_dir, folder_cases
     from MMRegistrationLib.training.seg_run import run_seg_training, write_seg_run
 
-    _check(args)
+    training.check_training_args(args)
     config = training_config(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("--out", f"{out} exists and is not a folder")
     name = args.name or f"prostate_{args.modality}"
-    checkpoint = out / f".{name}.checkpoint.pt"
-    if args.resume and not checkpoint.is_file():
-        raise InputError("--resume", f"no checkpoint {checkpoint} to resume from")
+    out, checkpoint = training.output_and_checkpoint(args, name)
     data_dir = Path(args.data) if args.data else default_data_dir()
     folder_cases(data_dir)  # checked before any work
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    minutes = args.minutes if args.iterations is None else None
-    if minutes is None and args.iterations is None:
-        minutes = 40.0
-    iterations = args.iterations if args.iterations is not None else args.max_iterations
+    device = training.start(args)
+    minutes, iterations = training.budget(args)
     result = run_seg_training(data_dir, config, iterations, minutes, device, checkpoint, args.resume,
                               ProgressPrinter(args.quiet))
     paths = write_seg_run(result, out, name, recorded_command(args))

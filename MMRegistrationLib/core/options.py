@@ -28,6 +28,15 @@ NONE_WORDS = ("none", "all", "")
 """Strings an optional option reads as None (``--moving-fov-threshold none``)."""
 
 
+def check_known_fields(cls, data: dict, argument: str = "config") -> None:
+    """:class:`InputError` naming ``argument`` when ``data`` has keys that are not fields of dataclass ``cls`` (a
+    config read back from a file: a sidecar, a checkpoint, a case description)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(argument, f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+
+
 def flag_of(name: str) -> str:
     """The command-line spelling of a field name: ``context_weight`` -> ``--context-weight``."""
     return "--" + name.replace("_", "-")

@@ -9,13 +9,14 @@ non-zero-origin images are all seen the same way, and the prediction is resample
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
+from MMRegistrationLib.core.options import check_known_fields
 from MMRegistrationLib.registration.net_geometry import cubic_grid
 
 MODALITIES = ("mr", "trus")
@@ -57,10 +58,7 @@ class SegNetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "SegNetConfig":
         """The config from :meth:`as_dict`'s output (a sidecar); unknown keys are an :class:`InputError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("weights", f"unknown segmentation network config keys {unknown}")
+        check_known_fields(cls, data, "weights")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 

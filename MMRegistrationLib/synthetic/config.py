@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Tuple
 
 import numpy as np
 
 from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.options import check_known_fields
 
 Vec3 = Tuple[float, float, float]
 Size3 = Tuple[int, int, int]
@@ -134,8 +135,5 @@ class SyntheticCaseConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "SyntheticCaseConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`InputError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("config", f"unknown field(s) {unknown}; known: {sorted(known)}")
+        check_known_fields(cls, data)
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})

@@ -266,24 +266,59 @@ def train_network(net: RegistrationNet, train: list, validation: list, config: N
             bad = [n for n, t in terms.items() if not torch.isfinite(t)]
             raise MMRegError(f"training: the {', '.join(bad)} loss became non-finite at step {state.step}; "
                              "lower --learning-rate")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        running.append(float(loss.detach()))
-        state.step += 1
-        out_of_time = deadline is not None and time.perf_counter() > deadline
-        if state.step % config.validate_every == 0 or state.step == iterations or out_of_time:
-            _validate_and_log(net, validation, config, device, state, running, started)
-            running = []
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, net, optimiser, state, config)
-            entry = state.log[-1]
-            monitor.report(training_fraction(state.step, iterations, started, deadline),
-                           f"training: step {state.step}/{iterations}, loss {entry['loss']:.4f}, "
-                           f"validation Dice {entry['validation_dice']:.3f}, TRE {entry['validation_tre_mm']:.2f} mm")
-        if out_of_time:
-            state.stopped_by_budget = True
+        take_step(optimiser, loss, state, running)
+        if end_of_step(StepContext(net, optimiser, config, state, iterations, started, deadline, checkpoint, monitor),
+                       running, lambda: _validate_and_log(net, validation, config, device, state, running, started),
+                       lambda e: f"validation Dice {e['validation_dice']:.3f}, TRE {e['validation_tre_mm']:.2f} mm"):
             break
+    return finish(net, state)
+
+
+def take_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, state: TrainingState, running: list) -> None:
+    """One optimiser step on ``loss``; the loss joins ``running`` and the step is counted."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    running.append(float(loss.detach()))
+    state.step += 1
+
+
+@dataclass
+class StepContext:
+    """What :func:`end_of_step` needs of a training loop."""
+
+    net: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    config: object
+    state: TrainingState
+    iterations: int
+    started: float
+    deadline: Optional[float]
+    checkpoint: Optional[Path]
+    monitor: Monitor
+
+
+def end_of_step(loop: StepContext, running: list, validate_and_log, describe) -> bool:
+    """After a step was counted: when due (every ``validate_every`` steps, the last step, the deadline) validate and
+    log (``validate_and_log()``), clear ``running`` (the losses since), write the checkpoint and report progress
+    (``describe(log entry)`` names the validation figures). True when the time budget is over (the run stops)."""
+    state = loop.state
+    out_of_time = loop.deadline is not None and time.perf_counter() > loop.deadline
+    if state.step % loop.config.validate_every == 0 or state.step == loop.iterations or out_of_time:
+        validate_and_log()
+        running.clear()
+        if loop.checkpoint is not None:
+            save_checkpoint(loop.checkpoint, loop.net, loop.optimiser, state, loop.config)
+        entry = state.log[-1]
+        loop.monitor.report(training_fraction(state.step, loop.iterations, loop.started, loop.deadline),
+                            f"training: step {state.step}/{loop.iterations}, loss {entry['loss']:.4f}, "
+                            + describe(entry))
+    state.stopped_by_budget = out_of_time
+    return out_of_time
+
+
+def finish(net: torch.nn.Module, state: TrainingState) -> TrainingState:
+    """``net`` in its best-by-validation state, in eval mode; returns ``state``."""
     if state.best_state is not None:
         net.load_state_dict(state.best_state)
     net.eval()

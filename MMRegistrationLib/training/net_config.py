@@ -3,12 +3,29 @@ run, stored in the weights sidecar, and the presets that reproduce the papers' s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from MMRegistrationLib.core.errors import InputError
+from MMRegistrationLib.core.options import check_known_fields
 from MMRegistrationLib.networks.registration import RegNetConfig
 
 PRECISIONS = ("bfloat16", "float32")
+
+
+def check_run_settings(config) -> None:
+    """The settings every training run has (``iterations``, ``batch_size``, ``validate_every``, ``learning_rate``,
+    ``validation_fraction``, ``synthetic_cases``, ``precision``): :class:`InputError` naming the option."""
+    for name in ("iterations", "batch_size", "validate_every"):
+        if int(getattr(config, name)) < 1:
+            raise InputError(f"--{name.replace('_', '-')}", f"must be a positive integer, got {getattr(config, name)}")
+    if not config.learning_rate > 0:
+        raise InputError("--learning-rate", f"must be positive, got {config.learning_rate}")
+    if not 0 < config.validation_fraction < 1:
+        raise InputError("validation_fraction", f"must be in (0, 1), got {config.validation_fraction}")
+    if int(config.synthetic_cases) < 0:
+        raise InputError("--synthetic-cases", f"must be 0 or more, got {config.synthetic_cases}")
+    if config.precision not in PRECISIONS:
+        raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -67,17 +84,9 @@ class NetTrainingConfig:
                    self.weight_gradient]
         if min(weights) < 0 or self.weight_mdice + self.weight_sdm + self.weight_dice + self.weight_mi <= 0:
             raise InputError("--preset", "loss weights must be 0 or more with at least one similarity term")
-        for name in ("iterations", "batch_size", "validate_every", "mi_bins"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", f"must be a positive integer, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise InputError("--learning-rate", f"must be positive, got {self.learning_rate}")
-        if not 0 < self.validation_fraction < 1:
-            raise InputError("validation_fraction", f"must be in (0, 1), got {self.validation_fraction}")
-        if int(self.synthetic_cases) < 0:
-            raise InputError("--synthetic-cases", f"must be 0 or more, got {self.synthetic_cases}")
-        if self.precision not in PRECISIONS:
-            raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if int(self.mi_bins) < 1:
+            raise InputError("--mi-bins", f"must be a positive integer, got {self.mi_bins}")
+        check_run_settings(self)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -87,10 +96,7 @@ class NetTrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetTrainingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("config", f"unknown training config keys {unknown}")
+        check_known_fields(cls, data)
         return cls(**data)
 
 

@@ -14,7 +14,15 @@ import torch
 
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.networks.registration import save_registration_net
-from MMRegistrationLib.training.net import TrainingState, log_csv, new_network, plot_log, train_network
+from MMRegistrationLib.training.net import (
+    LOG_COLUMNS,
+    PANELS,
+    TrainingState,
+    log_csv,
+    new_network,
+    plot_log,
+    train_network,
+)
 from MMRegistrationLib.training.net_config import NetTrainingConfig
 from MMRegistrationLib.training.net_data import folder_cases, generated_case, load_cases, load_folder_case
 
@@ -75,16 +83,20 @@ def versions() -> dict:
             "machine": platform.machine(), "torch_threads": torch.get_num_threads()}
 
 
-def training_record(result: RunResult, command: list) -> dict:
-    """The sidecar's ``training`` entry."""
+OBJECTIVE = "weakly supervised MR->TRUS registration (papers 004 / 003): see the config's loss weights"
+
+
+def training_record(result, command: list, objective: str = OBJECTIVE) -> dict:
+    """The sidecar's ``training`` entry of a run (``result``: a :class:`RunResult` or any run result with ``state``,
+    ``config``, ``data`` and ``seconds``)."""
     state = result.state
     return {
-        "objective": "weakly supervised MR->TRUS registration (papers 004 / 003): see the config's loss weights",
+        "objective": objective,
         "config": result.config.to_dict(),
         "data": result.data,
         "split": {"train": len(result.data["train"]) + len(result.data["generated_seeds"]),
                   "validation": result.data["validation"], "test_not_used": result.data["test_not_used"],
-                  "rule": "sorted names: the last eighth is the test part (never loaded), the eighth before it "
+                  "rule": "sorted case names: the last eighth is the test part (never loaded), the eighth before it "
                           "validates (model selection), the rest train, plus the generated cases"},
         "iterations_done": state.step,
         "stopped_by_time_budget": state.stopped_by_budget,
@@ -119,12 +131,19 @@ def write_run(result: RunResult, out: Path, name: str, command: list) -> list:
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.pt"
     save_registration_net(result.network, weights, training_record(result, command))
+    return [weights, weights.with_suffix(".json"),
+            *write_log(result.state, out, name, f"{name}: {result.config.network.architecture}, {result.state.step} "
+                                                "steps")]
+
+
+def write_log(state, out: Path, name: str, title: str, columns: tuple = LOG_COLUMNS, panels: tuple = PANELS) -> list:
+    """``out/NAME_log.csv`` and its figure ``NAME_log.png``, each written whole; returns their paths."""
     log = out / f"{name}_log.csv"
     tmp = log.with_name(f".{log.name}.partial")
-    tmp.write_text(log_csv(result.state), encoding="utf-8")
+    tmp.write_text(log_csv(state, columns), encoding="utf-8")
     tmp.replace(log)
     figure = out / f"{name}_log.png"
     tmp_png = figure.with_name(f".{name}_log.partial.png")
-    plot_log(result.state, tmp_png, f"{name}: {result.config.network.architecture}, {result.state.step} steps")
+    plot_log(state, tmp_png, title, panels)
     tmp_png.replace(figure)
-    return [weights, weights.with_suffix(".json"), log, figure]
+    return [log, figure]

@@ -29,11 +29,13 @@ from MMRegistrationLib.registration.net_geometry import grid_points, sample_volu
 from MMRegistrationLib.segmentation.network import build_network, segmentation_grid
 from MMRegistrationLib.segmentation.predict import predict_gland
 from MMRegistrationLib.training.net import (
+    StepContext,
     TrainingState,
+    end_of_step,
+    finish,
     load_checkpoint,
     random_affine,
-    save_checkpoint,
-    training_fraction,
+    take_step,
 )
 from MMRegistrationLib.training.seg_config import SegTrainingConfig
 from MMRegistrationLib.training.seg_data import SegCase
@@ -116,27 +118,12 @@ def train_segmentation(net: torch.nn.Module, train: list, validation: list, conf
         if not torch.isfinite(loss):
             raise MMRegError(f"training: the loss became non-finite at step {state.step}; lower --learning-rate or "
                              "train with --precision float32")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        running.append(float(loss.detach()))
-        state.step += 1
-        out_of_time = deadline is not None and time.perf_counter() > deadline
-        if state.step % config.validate_every == 0 or state.step == iterations or out_of_time:
-            _validate_and_log(net, validation, config, device, state, running, started)
-            running = []
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, net, optimiser, state, config)
-            entry = state.log[-1]
-            monitor.report(training_fraction(state.step, iterations, started, deadline), f"training: step {state.step}/{iterations}, loss "
-                           f"{entry['loss']:.4f}, validation Dice {entry['validation_dice']:.3f}")
-        if out_of_time:
-            state.stopped_by_budget = True
+        take_step(optimiser, loss, state, running)
+        if end_of_step(StepContext(net, optimiser, config, state, iterations, started, deadline, checkpoint, monitor),
+                       running, lambda: _validate_and_log(net, validation, config, device, state, running, started),
+                       lambda entry: f"validation Dice {entry['validation_dice']:.3f}"):
             break
-    if state.best_state is not None:
-        net.load_state_dict(state.best_state)
-    net.eval()
-    return state
+    return finish(net, state)
 
 
 def _validate_and_log(net, validation, config, device, state: TrainingState, running: list, started: float) -> None:

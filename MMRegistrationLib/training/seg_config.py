@@ -3,11 +3,12 @@ augmentation and the data, in one dataclass stored in the checkpoint and the sid
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.segmentation.network import SegNetConfig
-from MMRegistrationLib.training.net_config import PRECISIONS
+from MMRegistrationLib.core.options import check_known_fields
+from MMRegistrationLib.training.net_config import check_run_settings
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,7 @@ class SegTrainingConfig:
         if isinstance(self.network, dict):
             object.__setattr__(self, "network", SegNetConfig.from_dict(self.network))
         object.__setattr__(self, "gamma_range", tuple(float(g) for g in self.gamma_range))
-        for name in ("iterations", "batch_size", "validate_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", f"must be a positive integer, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise InputError("--learning-rate", f"must be positive, got {self.learning_rate}")
-        if int(self.synthetic_cases) < 0:
-            raise InputError("--synthetic-cases", f"must be 0 or more, got {self.synthetic_cases}")
-        if self.precision not in PRECISIONS:
-            raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_run_settings(self)
         if not 0 < self.gamma_range[0] <= self.gamma_range[1]:
             raise InputError("gamma_range", f"must be 0 < low <= high, got {self.gamma_range}")
 
@@ -72,8 +65,5 @@ class SegTrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SegTrainingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("config", f"unknown training config keys {unknown}")
+        check_known_fields(cls, data)
         return cls(**data)

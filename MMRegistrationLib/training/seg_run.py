@@ -12,9 +12,9 @@ import torch
 
 from MMRegistrationLib.core.progress import Monitor
 from MMRegistrationLib.segmentation.weights import save_segmentation_net
-from MMRegistrationLib.training.net import TrainingState, log_csv, plot_log
+from MMRegistrationLib.training.net import TrainingState
 from MMRegistrationLib.training.net_data import folder_cases, load_cases
-from MMRegistrationLib.training.net_run import reproduce_command, split_names, versions
+from MMRegistrationLib.training.net_run import split_names, training_record, write_log
 from MMRegistrationLib.training.seg import LOG_COLUMNS, PANELS, new_network, train_segmentation
 from MMRegistrationLib.training.seg_config import SegTrainingConfig
 from MMRegistrationLib.training.seg_data import generated_image, load_folder_image
@@ -53,41 +53,13 @@ def run_seg_training(data_dir: Path, config: SegTrainingConfig, iterations: int,
     return SegRunResult(net, state, config, data, time.perf_counter() - t0)
 
 
-def training_record(result: SegRunResult, command: list) -> dict:
-    """The sidecar's ``training`` entry."""
-    state = result.state
-    return {
-        "objective": f"prostate gland segmentation on {result.config.network.modality.upper()} (paper 003, 2.1): "
-                     "MONAI DiceCELoss on the network grid, best state by validation Dice",
-        "config": result.config.to_dict(),
-        "data": result.data,
-        "split": {"train": len(result.data["train"]) + len(result.data["generated_seeds"]),
-                  "validation": result.data["validation"], "test_not_used": result.data["test_not_used"],
-                  "rule": "sorted case names: the last eighth is the test part (never loaded), the eighth before it "
-                          "validates (model selection), the rest train, plus the generated images"},
-        "iterations_done": state.step,
-        "stopped_by_time_budget": state.stopped_by_budget,
-        "best": {"iteration": state.best_step, **(state.best_metrics or {})},
-        "command": " ".join(command),
-        "reproduce": " ".join(reproduce_command(command, state.step)),
-        "versions": versions(),
-        "seconds": round(result.seconds, 1),
-        "log": state.log,
-    }
-
-
 def write_seg_run(result: SegRunResult, out: Path, name: str, command: list) -> list:
     """``out/NAME.pt`` + ``NAME.json`` + ``NAME_log.csv`` + ``NAME_log.png``, each written whole."""
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.pt"
-    save_segmentation_net(result.network, result.config.network, weights, training_record(result, command))
-    log = out / f"{name}_log.csv"
-    tmp = log.with_name(f".{log.name}.partial")
-    tmp.write_text(log_csv(result.state, LOG_COLUMNS), encoding="utf-8")
-    tmp.replace(log)
-    figure = out / f"{name}_log.png"
-    tmp_png = figure.with_name(f".{name}_log.partial.png")
-    plot_log(result.state, tmp_png, f"{name}: {result.config.network.modality.upper()} gland, "
-             f"{result.state.step} steps", PANELS)
-    tmp_png.replace(figure)
-    return [weights, weights.with_suffix(".json"), log, figure]
+    objective = (f"prostate gland segmentation on {result.config.network.modality.upper()} (paper 003, 2.1): MONAI "
+                 "DiceCELoss on the network grid, best state by validation Dice")
+    save_segmentation_net(result.network, result.config.network, weights,
+                          training_record(result, command, objective))
+    title = f"{name}: {result.config.network.modality.upper()} gland, {result.state.step} steps"
+    return [weights, weights.with_suffix(".json"), *write_log(result.state, out, name, title, LOG_COLUMNS, PANELS)]

@@ -166,3 +166,26 @@ def tiny_seg_networks(tiny_seg_dir, monkeypatch) -> Path:
     """``tiny_seg_dir`` in use as the shipped segmentation networks (``MMREG_SEGMENTATION_DIR``) for one test."""
     monkeypatch.setenv("MMREG_SEGMENTATION_DIR", str(tiny_seg_dir))
     return tiny_seg_dir
+
+
+def rerun_recorded_command(reproduce: str, add_parser, iterations: int, out: Path, data: Path | None = None) -> None:
+    """Run a sidecar's recorded training command (``mmreg train-...``) in this process for ``iterations`` steps into
+    ``out`` (``data``: another path for ``--data``), restoring torch's thread count afterwards."""
+    import argparse
+    import shlex
+
+    import torch
+
+    words = shlex.split(reproduce)[1:]
+    words[words.index("--iterations") + 1] = str(iterations)
+    words[words.index("--out") + 1] = str(out)
+    if data is not None:
+        words[words.index("--data") + 1] = str(data)
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(words + ["--quiet"])
+    threads = torch.get_num_threads()
+    try:
+        assert args.func(args) == 0
+    finally:
+        torch.set_num_threads(threads)

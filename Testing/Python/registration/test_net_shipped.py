@@ -5,15 +5,15 @@ first logged validation of the shipped run exactly."""
 from __future__ import annotations
 
 import json
-import shlex
 
 import numpy as np
 import pytest
-import torch
 
 from MMRegistrationLib.cli.main import main
 from MMRegistrationLib.networks.registration import load_registration_net, networks_dir
 from MMRegistrationLib.resources import sample_case_paths
+
+from conftest import rerun_recorded_command
 
 SHIPPED = ("mix_plus", "both_masks", "srml")
 
@@ -67,19 +67,7 @@ def test_the_recorded_command_repeats_the_shipped_runs_first_validation(tmp_path
 
     meta = load_registration_net(networks_dir() / "mix_plus.pt")[1]["training"]
     first = meta["log"][0]
-    words = shlex.split(meta["reproduce"])[1:]
-    words[words.index("--iterations") + 1] = str(first["iteration"])
-    words[words.index("--out") + 1] = str(tmp_path)
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(words + ["--quiet"])
-    threads = torch.get_num_threads()
-    try:
-        assert args.func(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    rerun_recorded_command(meta["reproduce"], add_parser, first["iteration"], tmp_path)
     repeated = json.loads((tmp_path / "mix_plus.json").read_text())["training"]["log"][0]
     for key in ("loss", "validation_dice", "validation_tre_mm"):
         assert repeated[key] == first[key] or (np.isnan(repeated[key]) and np.isnan(first[key])), key

@@ -5,12 +5,8 @@ end through the CLI, and (slow) its recorded command repeats the first logged va
 from __future__ import annotations
 
 import json
-import shlex
-
 import numpy as np
 import pytest
-import torch
-
 from MMRegistrationLib.cli.main import main
 from MMRegistrationLib.io.images import read_image
 from MMRegistrationLib.io.segmentations import read_segmentation
@@ -18,7 +14,7 @@ from MMRegistrationLib.resources import sample_case_paths
 from MMRegistrationLib.segmentation.predict import predict_gland
 from MMRegistrationLib.segmentation.weights import default_segmentation_weights, load_segmentation_net
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, rerun_recorded_command
 
 MODALITIES = ("trus", "mr")
 SIDE = {"trus": "fixed", "mr": "moving"}
@@ -93,26 +89,13 @@ def test_a_fully_automatic_registration_of_the_sample_case(tmp_path):
 def test_the_recorded_command_repeats_the_shipped_runs_first_validation(modality, tmp_path):
     """Re-run the recorded command up to its first logged validation: the same loss and validation Dice, bit for
     bit (the run is deterministic for its seed and thread count)."""
-    import argparse
-
     from MMRegistrationLib.cli.train_seg import add_parser
 
-    meta = load_segmentation_net(modality)[2]["training"]
-    first = meta["log"][0]
-    words = shlex.split(meta["reproduce"])[1:]
-    words[words.index("--iterations") + 1] = str(first["iteration"])
-    words[words.index("--out") + 1] = str(tmp_path)
-    words[words.index("--data") + 1] = str(DEEPREG)
     if not DEEPREG.is_dir():
         pytest.skip(f"shared data not found at {DEEPREG}")
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(words + ["--quiet"])
-    threads = torch.get_num_threads()
-    try:
-        assert args.func(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+    meta = load_segmentation_net(modality)[2]["training"]
+    first = meta["log"][0]
+    rerun_recorded_command(meta["reproduce"], add_parser, first["iteration"], tmp_path, DEEPREG)
     repeated = json.loads((tmp_path / f"prostate_{modality}.json").read_text())["training"]["log"][0]
     for key in ("loss", "validation_dice"):
         assert repeated[key] == first[key], key

@@ -16,10 +16,6 @@ from MMRegistrationLib.segmentation.postprocess import clean_mask, quality_warni
 from MMRegistrationLib.spatial.sampling import sample_at_world
 
 
-MIRROR = False
-"""Whether predictions average the image and its mirror image (chosen on the validation images: see README)."""
-
-
 @dataclass
 class PredictedGland:
     """``mask``: uint8 label map (1 = gland) on the image's grid; ``probability``: float32 on the same grid;
@@ -44,27 +40,15 @@ def probability_on(image_grid: Grid, probability: torch.Tensor, grid: Grid) -> n
     return sample_at_world(probability[None], grid, points, outside_value=0.0)[..., 0].cpu().numpy()
 
 
-def network_probability(network: torch.nn.Module, inputs: torch.Tensor, mirror: bool) -> torch.Tensor:
-    """``(N, N, N)`` gland probability of ``inputs (1, 1, N, N, N)``; with ``mirror`` the mean of the prediction and
-    that of the input mirrored along the grid's first (L-most) axis, mirrored back (the network was trained with
-    left-right flips)."""
-    probability = torch.sigmoid(network(inputs)[0, 0].float())
-    if mirror:
-        flipped = torch.sigmoid(network(inputs.flip(-1))[0, 0].float()).flip(-1)
-        probability = 0.5 * (probability + flipped)
-    return probability
-
-
 def predict_gland(network: torch.nn.Module, config: SegNetConfig, image: Image, device=None,
-                  what: str = "the predicted gland", mirror: bool = MIRROR) -> PredictedGland:
-    """Segment the gland in ``image`` (any grid: oblique, anisotropic, any origin) with ``network``
-    (``mirror``: see :func:`network_probability`)."""
+                  what: str = "the predicted gland") -> PredictedGland:
+    """Segment the gland in ``image`` (any grid: oblique, anisotropic, any origin) with ``network``."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     grid = segmentation_grid(config, image.grid)
     network = network.to(device).eval()
     with torch.no_grad():
-        probability = probability_on(image.grid, network_probability(network, network_input(image, grid, device),
-                                                                     mirror), grid)
+        logits = network(network_input(image, grid, device))[0, 0]
+        probability = probability_on(image.grid, torch.sigmoid(logits.float()), grid)
     raw = probability >= config.threshold
     cleaned = clean_mask(raw)
     return PredictedGland(Image(cleaned.astype(np.uint8), image.grid), Image(probability.astype(np.float32),
@@ -110,12 +94,14 @@ def segment_image(image: Image, modality: str, weights=None, device=None, argume
 
 def _other_modality_hint(image: Image, modality: str, device, modality_argument: str) -> str:
     """A hint naming ``modality_argument`` when the other modality's shipped network finds a plausible gland."""
-    from MMRegistrationLib.segmentation.weights import default_segmentation_weights, load_segmentation_net
+    from MMRegistrationLib.core.errors import InputError
+    from MMRegistrationLib.segmentation.weights import load_segmentation_net
 
     other = OTHER[modality]
-    if not default_segmentation_weights(other).is_file():
+    try:
+        network, config, _ = load_segmentation_net(other, None, device or "cpu")
+    except InputError:  # the other network missing or damaged: no hint, the user's own request stands
         return ""
-    network, config, _ = load_segmentation_net(other, None, device or "cpu")
     guess = predict_gland(network, config, image, device)
     if guess.mask.array.any() and not guess.warnings:
         return (f"the {other.upper()} network finds a plausible gland ({predicted_volume_ml(guess):.1f} ml): is this "
@@ -132,10 +118,11 @@ def predicted_volume_ml(predicted: PredictedGland) -> float:
 def prediction_record(predicted: PredictedGland, modality: str, weights=None) -> dict:
     """What ``result.json`` records about a predicted segmentation: modality, network file and checksum, volume,
     network grid, warnings."""
-    from MMRegistrationLib.segmentation.weights import default_segmentation_weights, load_segmentation_net
+    from MMRegistrationLib.networks.weights import read_sidecar
+    from MMRegistrationLib.segmentation.weights import default_segmentation_weights
 
     path = weights or default_segmentation_weights(modality)
-    _, _, meta = load_segmentation_net(modality, path)
+    meta = read_sidecar(path)
     grid = predicted.network_grid
     return {"predicted": True, "modality": modality, "weights": str(path), "weights_sha256": meta["sha256"],
             "volume_ml": round(predicted_volume_ml(predicted), 2), "segment_name": PROSTATE,

@@ -159,26 +159,34 @@ def cohort_names(folder: Path) -> list:
                                                                           ("fixed", "moving", "fixed_seg", "moving_seg")))
 
 
+def cohort_gland(path: Path, image: Image) -> Optional[np.ndarray]:
+    """The gland (label 1, else the lowest label) of a segmentation file as a boolean mask on ``image``'s grid
+    (resampled when the file has another grid); None when it is empty there."""
+    from MMRegistrationLib.io.segmentations import read_segmentation
+    from MMRegistrationLib.spatial.resample import resample_labels
+
+    labelmap = read_segmentation(path, "--data").labelmap
+    if not labelmap.grid.same_as(image.grid):
+        labelmap = resample_labels(labelmap, image.grid)
+    label = gland_label(labelmap)
+    return None if label is None else labelmap.array == label
+
+
 def load_cohort_case(folder: Path, name: str, device=None) -> TrainingCase:
     from MMRegistrationLib.evaluation.cohort import find_case_file as find_one
     from MMRegistrationLib.io.landmarks import read_landmarks
-    from MMRegistrationLib.io.segmentations import read_segmentation
 
     case = folder / name
     fixed = read_image(find_one(case, "fixed", "--data", True), "--data")
     moving = read_image(find_one(case, "moving", "--data", True), "--data")
-    segs = [read_segmentation(find_one(case, s, "--data", True), "--data") for s in ("fixed_seg", "moving_seg")]
-    from MMRegistrationLib.spatial.resample import resample_labels
-
     channels = []
-    for seg, image, stem in zip(segs, (fixed, moving), ("fixed_landmarks", "moving_landmarks")):
-        labelmap = seg.labelmap if seg.labelmap.grid.same_as(image.grid) else resample_labels(seg.labelmap, image.grid)
-        label = gland_label(labelmap)
-        if label is None:
-            raise InputError("--data", f"case {name}: {stem.split('_')[0]}_seg is empty on its image's grid")
-        path = find_one(case, stem, "--data", False)
+    for side, image in (("fixed", fixed), ("moving", moving)):
+        gland = cohort_gland(find_one(case, f"{side}_seg", "--data", True), image)
+        if gland is None:
+            raise InputError("--data", f"case {name}: {side}_seg is empty on its image's grid")
+        path = find_one(case, f"{side}_landmarks", "--data", False)
         points = read_landmarks(path, "--data") if path is not None else None
-        channels.append([labelmap.array == label, *_sphere_channels(points, image.grid, LANDMARK_RADIUS_MM)])
+        channels.append([gland, *_sphere_channels(points, image.grid, LANDMARK_RADIUS_MM)])
     return make_case(name, fixed, moving, channels[0], channels[1], "folder", device)
 
 

@@ -54,7 +54,7 @@ def load_folder_image(folder: Path, layout: str, name: str, modality: str) -> Se
     """The ``modality`` image of case ``name`` in a DeepReg or cohort folder with its gland."""
     from MMRegistrationLib.evaluation.cohort import find_case_file
     from MMRegistrationLib.io.images import read_image
-    from MMRegistrationLib.training.net_data import _files, read_label_channels
+    from MMRegistrationLib.training.net_data import _files, cohort_gland, read_label_channels
 
     side = SIDE[modality]
     if layout == "deepreg":
@@ -63,21 +63,9 @@ def load_folder_image(folder: Path, layout: str, name: str, modality: str) -> Se
     else:
         case = Path(folder) / name
         image = read_image(find_case_file(case, side, "--data", True), "--data")
-        gland = _cohort_gland(find_case_file(case, f"{side}_seg", "--data", True), image)
-    return make_seg_case(f"{name}_{modality}", image, gland, "folder")
-
-
-def _cohort_gland(path: Path, image: Image) -> np.ndarray:
-    """The gland (registration's rule: label 1, else the lowest) of a segmentation file on ``image``'s grid."""
-    from MMRegistrationLib.io.segmentations import read_segmentation
-    from MMRegistrationLib.registration.initializers import gland_label
-    from MMRegistrationLib.spatial.resample import resample_labels
-
-    labelmap = read_segmentation(path, "--data").labelmap
-    if not labelmap.grid.same_as(image.grid):
-        labelmap = resample_labels(labelmap, image.grid)
-    label = gland_label(labelmap)
-    return labelmap.array == label if label is not None else np.zeros(labelmap.array.shape, dtype=bool)
+        gland = cohort_gland(find_case_file(case, f"{side}_seg", "--data", True), image)
+    return make_seg_case(f"{name}_{modality}", image, np.zeros(image.array.shape, bool) if gland is None else gland,
+                         "folder")
 
 
 def generated_image(seed: int, scale: float, modality: str) -> SegCase:

@@ -70,3 +70,16 @@ def test_an_image_without_a_gland_is_an_input_error(tiny_seg_networks):
     flat = image.with_array(np.full(image.array.shape, 40.0, dtype=np.float32))
     with pytest.raises(InputError, match="no prostate found"):
         segment_image(flat, "trus")
+
+
+def test_a_damaged_other_network_gives_no_hint_and_the_error_stands(tmp_path, tiny_seg_dir, monkeypatch):
+    from seg_fixtures import train_tiny_network
+
+    net, config = train_tiny_network("trus")
+    save_tiny_weights(tmp_path, "trus", silenced(net), config)
+    shutil.copy(tiny_seg_dir / "prostate_mr.json", tmp_path / "prostate_mr.json")
+    (tmp_path / "prostate_mr.pt").write_bytes(b"not a network")
+    monkeypatch.setenv("MMREG_SEGMENTATION_DIR", str(tmp_path))
+    with pytest.raises(InputError) as caught:
+        segment_image(ball_image(3)[0], "trus")
+    assert caught.value.argument == "--image" and "check that the image shows the prostate" in str(caught.value)

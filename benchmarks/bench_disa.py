@@ -21,10 +21,21 @@ engine defaults otherwise: 2 levels, 40 L-BFGS iterations, global search 500 sta
 the initial transform). Time = ``wall_seconds['init'] + wall_seconds['register']`` (descriptors included). Each
 method runs once on the first case from the reference start before timing (discarded).
 
+``convexadam`` — the published deformable peer convexAdam (``benchmarks/peers.py``: ``convex_adam_mind``, MIND-SSC,
+convexadam 0.2.0 with its defaults, CPU) in this rigid benchmark. It takes no initial transform, so the moving image
+is first resampled (linear) onto the fixed grid through the start ``S = R o P``, convexAdam registers the fixed image
+to that, and the final transform is ``x -> S(x + u(x))`` (its field first, then the start). Its final error is the
+mean landmark error of that composed, deformable transform (:func:`mean_error_points`); it can go below what any
+rigid transform reaches, so it is left out of ``best_ref``. Time = that resampling + convexAdam (``--threads`` torch
+threads). Also in ``--quick``. Skipped (with a note) when convexadam is not installed. The deformable comparison from
+the unperturbed start (engine ``disa`` deformable vs convexAdam, TRE and gland Dice) is
+``benchmarks/bench_disa_deformable.py``.
+
 Convergence. Every method is also run from the reference start itself; ``best_ref`` = the lowest final landmark
-error over the methods from there (what rigid alignment can reach on this case). A run converged if its final mean
-landmark error < ``max(5 mm, 1.5 x best_ref)`` (5 mm on the roughly aligned synthetic cases; larger on DeepReg, where
-even the best rigid alignment leaves several mm). A run that fails (error raised) counts as not converged.
+error over the rigid methods from there (what rigid alignment can reach on this case; ``convexadam`` is left out
+unless it is the only method). A run converged if its final mean landmark error < ``max(5 mm, 1.5 x best_ref)``
+(5 mm on the roughly aligned synthetic cases; larger on DeepReg, where even the best rigid alignment leaves several
+mm). A run that fails (error raised) counts as not converged.
 
 Time per similarity evaluation (``--eval-repeats``): loss + gradient of the rigid objective at the identity pose on
 one level, measured through the engine's internals (``disa._levels`` / ``pose_models.PoseModel``), warmed
@@ -63,8 +74,11 @@ METHODS = {
     "mind-local": {"similarity": "mind", "search": "local"},
     "mind-global": {"similarity": "mind", "search": "global"},
     "mi-local": {"similarity": "mi", "search": "local"},
+    # the deformable peer (benchmarks/peers.py), run from the same starts (see the module docstring)
+    "convexadam": {"peer": "convexadam"},
 }
-QUICK_METHODS = ("disa-local", "disa-global", "mind-local", "mind-global", "mi-local")
+DEFORMABLE_METHODS = ("convexadam",)  # left out of best_ref (the rigid reference error)
+QUICK_METHODS = ("disa-local", "disa-global", "mind-local", "mind-global", "mi-local", "convexadam")
 CONVERGED_MIN_MM = 5.0
 CONVERGED_FACTOR = 1.5
 
@@ -78,6 +92,13 @@ def mean_error(matrix: np.ndarray, fixed_landmarks: np.ndarray, moving_landmarks
     """Mean distance (mm) between the fixed landmarks mapped by the fixed -> moving ``matrix`` and the moving ones."""
     m = np.asarray(matrix, dtype=np.float64)
     mapped = np.asarray(fixed_landmarks, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+    return float(np.linalg.norm(mapped - np.asarray(moving_landmarks, dtype=np.float64), axis=1).mean())
+
+
+def mean_error_points(mapped_fixed_landmarks: np.ndarray, moving_landmarks: np.ndarray) -> float:
+    """Mean distance (mm) between the fixed landmarks already mapped to moving space (by any fixed -> moving
+    transform, e.g. ``transform.map_points_np(fixed_landmarks)``) and the moving ones."""
+    mapped = np.asarray(mapped_fixed_landmarks, dtype=np.float64)
     return float(np.linalg.norm(mapped - np.asarray(moving_landmarks, dtype=np.float64), axis=1).mean())
 
 
@@ -135,12 +156,40 @@ def sample_starts(reference, fixed_landmarks, moving_landmarks, per_bin: int, se
 
 
 # ---- runs -----------------------------------------------------------------------------------------------
-def run_method(name: str, case: dict, matrix, seed: int, extra: dict) -> tuple:
+def run_peer(name: str, case: dict, matrix, threads: int | None = None) -> tuple:
+    """A peer of ``benchmarks/peers.py`` from the fixed -> moving start ``matrix`` (module docstring: the moving image
+    resampled through the start, the result ``x -> start(x + u(x))``): (final mean landmark error, seconds, info)."""
+    import peers
+    import torch
+
+    from MMRegistrationLib.spatial.affine import AffineTransform
+
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    start = AffineTransform(np.asarray(matrix, dtype=np.float64))
+    transform, seconds, info = peers.PEERS[name](case, threads=threads, return_info=True, initial=start)
+    final = mean_error_points(transform.map_points_np(case["fixed_landmarks"]), case["moving_landmarks"])
+    return final, float(seconds), {"evaluations": None, "final_loss": None,
+                                   "max_displacement_mm": info.get("max_displacement_mm")}
+
+
+def method_available(name: str) -> bool:
+    """Engine methods always; a peer when its package is installed."""
+    peer = METHODS[name].get("peer")
+    if peer is None:
+        return True
+    import peers
+
+    return bool(peers.PEER_AVAILABLE[peer]())
+
+
+def run_method(name: str, case: dict, matrix, seed: int, extra: dict, threads: int | None = None) -> tuple:
     """(final mean landmark error, seconds, info) of method ``name`` from the fixed -> moving ``matrix``."""
     from MMRegistrationLib.registration.base import RegistrationInputs
     from MMRegistrationLib.registration.pipeline import run_registration
     from MMRegistrationLib.spatial.affine import AffineTransform
 
+    if "peer" in METHODS[name]:
+        return run_peer(METHODS[name]["peer"], case, matrix, threads)
     inputs = RegistrationInputs(case["fixed"], case["moving"])
     options = dict(mode="rigid", **METHODS[name], **extra)
     result, record = run_registration("disa", inputs, init="none", options=options, seed=seed, device="cpu",
@@ -165,13 +214,14 @@ def run_case(case: dict, index: int, methods: list, args) -> dict:
            "from_reference": {}, "runs": []}
     for name in methods:
         try:
-            final, seconds, info = run_method(name, case, reference.matrix, args.seed, args.extra)
+            final, seconds, info = run_method(name, case, reference.matrix, args.seed, args.extra, args.threads)
             out["from_reference"][name] = {"final_mm": final, "seconds": seconds, **info}
             log(f"  reference start {name:<12} {ref_mm:6.2f} -> {final:6.2f} mm  {seconds:6.2f} s")
         except Exception as err:
             out["from_reference"][name] = {"error": f"{type(err).__name__}: {err}"}
             log(f"  reference start {name}: FAILED {type(err).__name__}: {err}")
-    finals = [r["final_mm"] for r in out["from_reference"].values() if "final_mm" in r]
+    rigid = [n for n in methods if n not in DEFORMABLE_METHODS] or list(methods)
+    finals = [out["from_reference"][n]["final_mm"] for n in rigid if "final_mm" in out["from_reference"].get(n, {})]
     out["best_ref_mm"] = float(min(finals)) if finals else float("nan")
     out["threshold_mm"] = float(max(CONVERGED_MIN_MM, CONVERGED_FACTOR * out["best_ref_mm"])) if finals \
         else CONVERGED_MIN_MM
@@ -181,7 +231,7 @@ def run_case(case: dict, index: int, methods: list, args) -> dict:
             row = {"method": name, "start": k, "bin": start["bin"], "initial_mm": start["initial_mm"],
                    "rotation_deg": start["rotation_deg"], "translation_mm": start["translation_mm"]}
             try:
-                final, seconds, info = run_method(name, case, start["matrix"], args.seed, args.extra)
+                final, seconds, info = run_method(name, case, start["matrix"], args.seed, args.extra, args.threads)
                 row.update(final_mm=final, seconds=seconds, converged=bool(final < out["threshold_mm"]), **info)
             except Exception as err:  # a failure is a non-converged run
                 row.update(final_mm=float("nan"), seconds=float("nan"), converged=False,
@@ -313,8 +363,8 @@ def markdown(res: dict) -> str:
         f"{res['starts_per_bin']} seeded starts per initial-error bin and case; reference start = identity; starts = "
         f"reference o P, P = rotation about the fixed landmarks' centroid (0-{res['max_rotation_deg']:g} deg) + "
         "translation, drawn until the initial mean landmark error falls in the bin. Converged: final mean landmark "
-        f"error < max({CONVERGED_MIN_MM:g} mm, {CONVERGED_FACTOR:g} x the best final error of any method from the "
-        "reference start) on that case; failures count as not converged. Time = registration wall time "
+        f"error < max({CONVERGED_MIN_MM:g} mm, {CONVERGED_FACTOR:g} x the best final error of any rigid method from "
+        "the reference start) on that case; failures count as not converged. Time = registration wall time "
         "(descriptors included), median over every run.",
         f"Cases: {', '.join(c['case'] for c in res['cases'])}.",
         "",
@@ -328,7 +378,8 @@ def markdown(res: dict) -> str:
             cells.append(f"{pct:.0f}% ({b['converged']}/{b['n']}{', ' + str(b['failed']) + ' failed' if b['failed'] else ''})")
         allpct = 100.0 * e["converged"] / e["n"] if e["n"] else float("nan")
         t = "–" if e["median_seconds"] is None else f"{e['median_seconds']:.2f}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {allpct:.0f}% ({e['converged']}/{e['n']}) | {t} |")
+        label = f"{name} (deformable peer)" if name in DEFORMABLE_METHODS else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {allpct:.0f}% ({e['converged']}/{e['n']}) | {t} |")
     lines += ["", "## Per case: from the reference start", "",
               "| case | reference error (mm) | threshold (mm) | " + " | ".join(res["methods"]) + " |",
               "|---|---|---|" + "---|" * len(res["methods"])]
@@ -437,6 +488,8 @@ def main(argv=None) -> int:
         args.starts_per_bin = min(args.starts_per_bin, 3)
         args.methods = args.methods or list(QUICK_METHODS)
     methods = args.methods or list(METHODS)
+    skipped = [name for name in methods if not method_available(name)]
+    methods = [name for name in methods if name not in skipped]
     args.extra = {}
     out_name = args.out or ("disa_capture_quick" if args.quick else "disa_capture")
 
@@ -455,6 +508,15 @@ def main(argv=None) -> int:
         "quick": args.quick, "versions": versions(), "load_before": [round(v, 2) for v in os.getloadavg()],
         "cases": [], "notes": [], "partial": True, "eval_repeats": args.eval_repeats,
     }
+    for name in skipped:
+        res["notes"].append(f"{name}: its package is not installed (pip install --no-deps -r "
+                            "benchmarks/requirements.txt); skipped")
+    if any(name in DEFORMABLE_METHODS for name in methods):
+        res["notes"].append("convexadam is the deformable peer in this rigid benchmark (convexAdam 0.2.0, MIND-SSC, "
+                            "its published defaults, CPU): the moving image is resampled through the start pose, "
+                            "convexAdam registers it, and its error is that of the deformable result start o (id + u) "
+                            "— it can beat any rigid alignment, so it is left out of the convergence threshold's best "
+                            "reference error. Its time = resampling + convexAdam.")
     if args.quick:
         res["notes"].append("--quick: sample case only, 3 starts per bin, lc2-local left out (slow reference; its "
                             "per-evaluation time is still measured)")
@@ -469,7 +531,7 @@ def main(argv=None) -> int:
             for name in methods:
                 t0 = time.perf_counter()
                 try:
-                    run_method(name, case, np.eye(4), args.seed, args.extra)
+                    run_method(name, case, np.eye(4), args.seed, args.extra, args.threads)
                     log(f"warm-up {name} on {case['name']}: {time.perf_counter() - t0:.1f} s (discarded)")
                 except Exception as err:
                     log(f"warm-up {name} failed: {type(err).__name__}: {err}")

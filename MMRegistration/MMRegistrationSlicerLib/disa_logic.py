@@ -237,17 +237,19 @@ class DISALogic:
         moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
         return fixed, moving
 
-    def _backend(self, fixed, similarity: str, weights: Optional[str], spacing_mm: Optional[float],
-                 fixed_fov_threshold: Optional[float], device: str) -> tuple:
-        """``(caching descriptor backend, working spacing, torch device)``; engine errors propagate."""
+    def _backend(self, fixed, moving, similarity: str, weights: Optional[str], spacing_mm: Optional[float],
+                 fixed_fov_threshold: Optional[float], moving_fov_threshold: Optional[float], device: str) -> tuple:
+        """``(caching descriptor backend, working spacing (the registration's for these two images), torch
+        device)``; engine errors propagate."""
         from MMRegistrationLib.core.device import resolve_device
         from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
 
         torch_device = resolve_device(device, "--device")
         config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
-                                        fixed_fov_threshold=fixed_fov_threshold)
+                                        fixed_fov_threshold=fixed_fov_threshold,
+                                        moving_fov_threshold=moving_fov_threshold)
         backend = self.cache.backend(similarity, weights, torch_device, config.precision)
-        return backend, working_spacing(fixed, config), torch_device
+        return backend, working_spacing(fixed, config, moving), torch_device
 
     # ---- descriptors -----------------------------------------------------------------------------------
     def describe(
@@ -291,7 +293,8 @@ class DISALogic:
         if fixed_output is not None and moving_output is not None and fixed_output.GetID() == moving_output.GetID():
             raise ValueError("descriptor volumes: the fixed and the moving output must be different nodes")
         try:
-            backend, spacing, _ = self._backend(fixed, similarity, weights, spacing_mm, fixed_fov_threshold, device)
+            backend, spacing, _ = self._backend(fixed, moving, similarity, weights, spacing_mm, fixed_fov_threshold,
+                                                moving_fov_threshold, device)
             start = time.perf_counter()
             fixed_desc = backend(prepare_volume(fixed, spacing, fixed_fov_threshold, "--fixed"), "--fixed")
             moving_desc = backend(prepare_volume(moving, spacing, moving_fov_threshold, "--moving"), "--moving")
@@ -344,7 +347,7 @@ class DISALogic:
             similarity: ``disa`` (dot products of DISA descriptors) or ``mind`` (1 - mean squared MIND-SSC
                 difference).
             weights: DISA weights file (None = the shipped ones).
-            spacing_mm: working spacing (None = the registration's automatic choice for this fixed image).
+            spacing_mm: working spacing (None = the registration's automatic choice for these images).
             fixed_fov_threshold, moving_fov_threshold: field of view = voxels above the value (None = all; 0 suits
                 ultrasound).
 
@@ -370,8 +373,8 @@ class DISALogic:
         if transform is not None:
             engine_transform = bridge.engine_transform_from_node(transform, fixed.grid, argument="heatmap transform")
         try:
-            backend, spacing, torch_device = self._backend(fixed, similarity, weights, spacing_mm,
-                                                           fixed_fov_threshold, device)
+            backend, spacing, torch_device = self._backend(fixed, moving, similarity, weights, spacing_mm,
+                                                           fixed_fov_threshold, moving_fov_threshold, device)
             heat = similarity_heatmap(fixed, moving, point_lps, engine_transform, backend, spacing_mm=spacing,
                                       fixed_fov_threshold=fixed_fov_threshold,
                                       moving_fov_threshold=moving_fov_threshold, device=torch_device,

@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     budget.add_argument("--iterations", type=int, help="exact number of optimiser steps (deterministic run)")
     p.add_argument("--samples-per-pair", type=int, help="patch pairs drawn per volume pair (default: from --minutes, "
                    "or 5000)")
+    p.add_argument("--extra-spacings", help="finer spacings (mm, comma-separated, or 'none') at which every volume is "
+                   "also trained, cropped to 96 voxels per axis (default 1,0.5)")
     p.add_argument("--batch-size", type=int, help="patch pairs per step (default 128)")
     p.add_argument("--synthetic-cases", type=int, help="synthetic MR/TRUS training cases (default 4)")
     p.add_argument("--synthetic-scale", type=float, help="voxel-count factor of the synthetic cases (default 1; "
@@ -48,7 +50,22 @@ def _changes(args: argparse.Namespace) -> dict:
     """TrainingConfig fields given on the command line."""
     names = {"samples_per_pair": "samples_per_pair", "batch_size": "batch_size", "synthetic_cases": "synthetic_cases",
              "iterations": "iterations", "synthetic_scale": "synthetic_scale"}
-    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    changes = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    if args.extra_spacings is not None:
+        changes["extra_spacings_mm"] = _spacings(args.extra_spacings)
+    return changes
+
+
+def _spacings(text: str) -> tuple:
+    """``"1,0.5"`` -> ``(1.0, 0.5)``; ``"none"`` -> ``()``; :class:`InputError` naming ``--extra-spacings``."""
+    from MMRegistrationLib.core.errors import InputError
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError("--extra-spacings", f"expected comma-separated numbers (mm) or 'none', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,17 +105,26 @@ def run(args: argparse.Namespace) -> int:
         minutes = 55.0
     from MMRegistrationLib.training.disa_config import TrainingConfig
 
-    config = TrainingConfig(seed=int(args.seed), **_changes(args))
+    try:
+        config = TrainingConfig(seed=int(args.seed), **_changes(args))
+    except InputError as err:
+        if err.argument == "extra_spacings_mm":
+            raise InputError("--extra-spacings", err.problem) from None
+        raise
     result = run_training(data_dir, config, minutes=minutes, device=args.device, progress=progress,
                           samples_from_budget=args.samples_per_pair is None)
     paths = _write(result, args.out)
     val = result.metrics["validation"]["float"]
     held = (result.metrics.get("heldout_volumes") or {}).get("float") or {}
+    real_us = (result.metrics.get("heldout_real_us") or {}).get("float") or {}
     close_progress()
     print(f"iterations {result.config.iterations}, {result.timings['seconds_per_iteration_measured']} s/iteration")
     print(f"validation: L2 (mse) {val['mse']:.4f}, Pearson {val['pearson']:.3f} (n={val['n']})")
     if held:
         print(f"held-out volumes: L2 (mse) {held['mse']:.4f}, Pearson {held['pearson']:.3f} (n={held['n']})")
+    if real_us:
+        print(f"held-out real ultrasound: L2 (mse) {real_us['mse']:.4f}, Pearson {real_us['pearson']:.3f} "
+              f"(n={real_us['n']})")
     for path in paths:
         print(path)
     return 0

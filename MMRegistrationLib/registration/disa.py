@@ -70,6 +70,7 @@ from MMRegistrationLib.registration.disa_config import (  # re-exported: the met
     DISARegistrationConfig,
     config_dict,
     disa_config,
+    resolution_plan,
     working_spacing,
 )
 from MMRegistrationLib.registration.deformable import region_box
@@ -138,7 +139,8 @@ def _levels(fixed: Image, moving: Image, config: DISARegistrationConfig, backend
     if config.similarity != "lc2":
         levels, prepared = descriptor_objectives(
             fixed, moving, backend, config.spacing_mm, config.levels, config.fixed_fov_threshold,
-            config.moving_fov_threshold, config.weighting, fixed_keep_img, moving_keep_img, device)
+            config.moving_fov_threshold, config.weighting, fixed_keep_img, moving_keep_img, device,
+            interpolate_finest=config.finest_points == "interpolated")
         return levels, time.perf_counter() - t0, prepared
     levels, prepared = [], None
     for level in range(config.levels):
@@ -236,25 +238,30 @@ def disa_register(
     _check_images(fixed, moving, config, fixed_mask, moving_mask, mask_arguments)
     fixed_keep = _with_region(_dilated(fixed_mask, config.mask_margin_mm) if fixed_mask is not None else None, region)
     moving_keep = _dilated(moving_mask, config.mask_margin_mm) if moving_mask is not None else None
-    if config.spacing_mm is None:
-        config = replace(config, spacing_mm=working_spacing(fixed, config))
+    plan = resolution_plan(fixed, moving, config)
+    config = replace(config, spacing_mm=plan.spacing_mm, levels=plan.levels)
+    for warning in plan.warnings:
+        monitor.report(0.0, f"DISA: {warning}")
     if config.similarity == "mi":
         return mi_register(fixed, moving, a0, config, fixed_keep, moving_keep, seed, monitor, mask_arguments)
     backend = None if config.similarity == "lc2" else _backend(config, descriptors, device)
-    monitor.report(0.0, "DISA: describing the images")
+    monitor.report(0.0, f"DISA: describing the images at {config.spacing_mm:g} mm ({plan.limited_by}; "
+                        f"{config.levels} level{'s' if config.levels > 1 else ''})")
     levels, times["descriptors"], prepared = _levels(fixed, moving, config, backend, fixed_keep, moving_keep, device)
     levels = _check_levels(levels, fixed_mask is not None, moving_mask is not None, mask_arguments, region is not None)
     finest = levels[-1]
     centre = _weighted_centre(finest)
     times["setup"] = time.perf_counter() - t0 - times["descriptors"]
     info = _run_description(config, backend, centre, levels)
+    info["resolution"] = plan.as_dict()
     probe = None
     if config.mode == "probe":
         probe = infer_probe_geometry(prepared.mask, prepared.grid, config.probe_point, config.probe_direction)
         info["probe_point_mm"], info["probe_direction"] = probe[0].tolist(), probe[1].tolist()
 
     t1 = time.perf_counter()
-    candidates = _starting_poses(finest, PoseModel("rigid", centre, a0), config, seed, monitor, info)
+    searched = levels[-2] if config.finest_points == "interpolated" and len(levels) > 1 else finest
+    candidates = _starting_poses(searched, PoseModel("rigid", centre, a0), config, seed, monitor, info)
     times["search"] = time.perf_counter() - t1
     monitor.report(0.1, "DISA: refining")
     t2 = time.perf_counter()

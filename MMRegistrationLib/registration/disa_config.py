@@ -14,17 +14,19 @@ from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.options import MethodConfig, existing_file, option
 from MMRegistrationLib.registration.pose_models import PROBE_DECAY_RANGE_MM
 from MMRegistrationLib.similarity.disa import PRECISIONS
-from MMRegistrationLib.similarity.objectives import MIN_DESCRIPTOR_POINTS, WEIGHTINGS, descriptor_spacing
+from MMRegistrationLib.similarity.objectives import MIN_DESCRIPTOR_POINTS, WEIGHTINGS
 
 MODES = ("rigid", "affine", "probe", "deformable")
 SEARCHES = ("local", "global")
 SIMILARITIES = ("disa", "lc2", "mind", "mi")
 MASKS = ("none", "fixed", "moving", "both")
 DEFORMABLE_AFTER = ("affine", "rigid")
+FINEST_POINTS = ("descriptors", "interpolated")
 
 __all__ = [
-    "DEFORMABLE_AFTER", "DISARegistrationConfig", "MASKS", "MIN_DESCRIPTOR_POINTS", "MODES", "PRECISIONS", "SEARCHES",
-    "SIMILARITIES", "WEIGHTINGS", "config_dict", "disa_config", "optional_float", "parse_vector", "working_spacing",
+    "DEFORMABLE_AFTER", "DISARegistrationConfig", "FINEST_POINTS", "MASKS", "MIN_DESCRIPTOR_POINTS", "MODES", "PRECISIONS", "SEARCHES",
+    "SIMILARITIES", "WEIGHTINGS", "config_dict", "disa_config", "optional_float", "parse_vector", "resolution_plan",
+    "working_spacing",
 ]
 
 
@@ -55,8 +57,8 @@ def _threshold(value, argument: str) -> Optional[float]:
 class DISARegistrationConfig(MethodConfig):
     """Parameters of :func:`disa_register` (every field is also a ``mmreg register --method disa`` option).
 
-    Notes beyond each field's help: ``spacing_mm`` None is automatic (:func:`working_spacing`: 2 mm, finer for small
-    fields of view such as a prostate TRUS); the probe geometry (``probe_point``/``probe_direction`` None) is inferred
+    Notes beyond each field's help: ``spacing_mm`` and ``levels`` None are automatic, from both images' voxel sizes
+    and fields of view (:mod:`MMRegistrationLib.registration.disa_resolution`); the probe geometry (``probe_point``/``probe_direction`` None) is inferred
     from the fixed field of view (:func:`~MMRegistrationLib.spatial.probe.infer_probe_geometry`); ``weight_bending``
     weighs the velocity's bending energy (per mm^2) against the similarity divided by its value after the affine
     stage (3000 was best of 1000/3000/10000 on a synthetic 4.7 mm bump with MIND).
@@ -73,11 +75,17 @@ class DISARegistrationConfig(MethodConfig):
     precision: str = option("auto", "precision of the network's forward pass (bfloat16: 3-4x faster on CPUs with "
                             "native bfloat16, descriptors within 7e-3; auto: bfloat16 where the device has it "
                             "natively)", choices=PRECISIONS)
-    spacing_mm: Optional[float] = option(None, "isotropic working spacing of both images; default: 2 mm (the DISA "
-                                         "network's), finer (down to 1 mm) when the fixed field of view would hold "
-                                         "fewer than 1500 descriptors", unit="mm", kind=float, optional=True,
-                                         minimum=0.1, maximum=20.0)
-    levels: int = option(2, "resolution levels (each halves the descriptor resolution)", minimum=1, maximum=6)
+    spacing_mm: Optional[float] = option(None, "isotropic working spacing of both images; default: from the images "
+                                         "- the coarsest spacing at which the smaller field of view holds 8000 "
+                                         "descriptors, not finer than the finer image's voxels, at most 2 mm (lc2, "
+                                         "mi: 2 mm)", unit="mm", kind=float, optional=True, minimum=0.1, maximum=20.0)
+    levels: Optional[int] = option(None, "resolution levels (each halves the descriptor resolution); default: a "
+                                   "coarser level while it keeps 500 descriptors", kind=int, optional=True,
+                                   minimum=1, maximum=6)
+    finest_points: str = option("descriptors", "fixed points of the finest level: the descriptor positions, or "
+                                "also halfway between them (interpolated: descriptors trilinear, 8x the points, one "
+                                "more refinement level; the global search stays on the descriptor positions)",
+                                choices=FINEST_POINTS)
     iterations: int = option(40, "L-BFGS iterations per start and level", minimum=1, maximum=10000)
     starts: int = option(500, "random starting poses of the global search", minimum=1, maximum=100000)
     refine: int = option(8, "best global-search poses refined locally", minimum=1, maximum=100)
@@ -135,17 +143,18 @@ def optional_float(value, argument: str = "value") -> Optional[float]:
     return out
 
 
-def working_spacing(fixed: Image, config: DISARegistrationConfig) -> float:
-    """The working spacing (mm): ``config.spacing_mm``, or when None 2 mm for ``lc2``/``mi`` and for descriptors the
-    coarsest spacing in [1, 2] mm (0.1 mm steps) at which the fixed field of view holds about
-    :data:`MIN_DESCRIPTOR_POINTS` descriptor positions (stride 4 for the network, 2 for MIND)."""
-    if config.spacing_mm is not None:
-        return float(config.spacing_mm)
-    if config.similarity in ("lc2", "mi"):
-        return 2.0
-    threshold = config.fixed_fov_threshold
-    count = fixed.array.size if threshold is None else int(np.count_nonzero(fixed.array > threshold))
-    return descriptor_spacing(count * fixed.grid.voxel_volume, stride=2 if config.similarity == "mind" else 4)
+def resolution_plan(fixed: Image, moving: Image, config: DISARegistrationConfig):
+    """The :class:`~MMRegistrationLib.registration.disa_resolution.ResolutionPlan` of ``config`` for these images
+    (its given ``spacing_mm`` / ``levels`` kept, the others chosen from the images)."""
+    from MMRegistrationLib.registration.disa_resolution import plan_resolution
+
+    return plan_resolution(fixed, moving, config.similarity, config.spacing_mm, config.levels,
+                           config.fixed_fov_threshold, config.moving_fov_threshold)
+
+
+def working_spacing(fixed: Image, config: DISARegistrationConfig, moving: Optional[Image] = None) -> float:
+    """The working spacing (mm) of :func:`resolution_plan` (``moving`` None: the fixed image stands for both)."""
+    return resolution_plan(fixed, fixed if moving is None else moving, config).spacing_mm
 
 
 def disa_config(**options) -> DISARegistrationConfig:

@@ -11,7 +11,8 @@ a field-of-view mask) and says how two descriptors are compared:
 tests); :class:`MINDDescriptors` computes MIND-SSC on the working grid. Both are computed once per image, without
 gradients: registration differentiates only the sampling of the moving descriptors.
 
-Also here: :func:`halve` (one coarser pyramid level: ``[1, 2, 1]`` blur, keep even indices, exact geometry) and
+Also here: :func:`interpolated` (descriptors also between their positions, trilinear), :func:`halve` (one coarser
+pyramid level: ``[1, 2, 1]`` blur, keep even indices, exact geometry) and
 :func:`variance_weights` (the LC2 weight ``w(p)``, local intensity variance inside the field of view, at the
 descriptor positions).
 """
@@ -174,6 +175,19 @@ def halve(volume: DescriptorVolume) -> DescriptorVolume:
     coarse_mask = torch.as_tensor(np.ascontiguousarray(mask[::2, ::2, ::2]), device=volume.mask.device)
     grid = Grid(tuple(blurred.shape[-3:]), np.array(volume.grid.affine) @ np.diag([2.0, 2.0, 2.0, 1.0]))
     return DescriptorVolume(blurred, grid, coarse_mask)
+
+
+def interpolated(volume: DescriptorVolume) -> DescriptorVolume:
+    """The descriptors also halfway between their positions: trilinear interpolation onto the grid of half the
+    spacing (voxel ``o`` on input voxel ``o / 2``, shape ``2 n - 1``; 8x the positions). A position is kept in the
+    mask when every descriptor it is interpolated from is."""
+    desc = volume.descriptors.float()
+    size = tuple(2 * n - 1 for n in desc.shape[-3:])
+    values = F.interpolate(desc, size=size, mode="trilinear", align_corners=True)
+    inside = volume.mask.to(torch.float32)[None, None]
+    mask = F.interpolate(inside, size=size, mode="trilinear", align_corners=True)[0, 0] > 1.0 - 1e-6
+    grid = Grid(size, np.array(volume.grid.affine) @ np.diag([0.5, 0.5, 0.5, 1.0]))
+    return DescriptorVolume(values, grid, mask.to(volume.mask.device))
 
 
 def pyramid(volume: DescriptorVolume, levels: int, min_size: int = 4) -> list:

@@ -170,6 +170,36 @@ def resolve_precision(precision: str, device) -> str:
     return precision
 
 
+SLAB_VOXELS = 8_000_000
+"""Volumes larger than this are described in slabs along their first axis (:func:`forward_in_slabs`): the network's
+intermediate activations (16-32 channels at full and half resolution) of a 500^3 working grid would need tens of GB."""
+
+SLAB_MARGIN = 12
+"""Input voxels each slab reads beyond the rows it describes: the receptive field's radius (8) rounded up to the
+stride, so every kept descriptor sees exactly what it sees in the whole volume."""
+
+
+def forward_in_slabs(network, image: torch.Tensor, slab_voxels: int = SLAB_VOXELS) -> torch.Tensor:
+    """``network(image)`` (float32, contiguous) computed slab by slab along the first axis when ``image`` ``(1, 1, K,
+    J, I)`` holds more than ``slab_voxels``; equal to one pass (each kept descriptor's 17^3 receptive field lies
+    inside its slab, and slabs start at multiples of the stride)."""
+    from MMRegistrationLib.networks.disa import STRIDE
+
+    k = int(image.shape[2])
+    rows = max(STRIDE, (int(slab_voxels) // max(1, int(image[0, 0, 0].numel()))) // STRIDE * STRIDE)
+    if k <= rows:
+        return network(image).float().contiguous()
+    parts = []
+    for start in range(0, k, rows):
+        stop = min(k, start + rows)
+        hi = min(k, max(stop + SLAB_MARGIN, 20))  # every slab >= 17 rows (the network's minimum)
+        lo = max(0, min(start - SLAB_MARGIN, (hi - 20) // STRIDE * STRIDE))
+        out = network(image[:, :, lo:hi]).float()
+        first = (start - lo) // STRIDE
+        parts.append(out[:, :, first:first + (stop - start + STRIDE - 1) // STRIDE])
+    return torch.cat(parts, dim=2).contiguous()
+
+
 def compute_descriptors(
     volume: PreparedVolume,
     network,
@@ -196,7 +226,7 @@ def compute_descriptors(
     # channels-last input: 2x faster in bfloat16 on the CPU (the oneDNN convolutions' native layout), same values
     image = volume.to_tensor(device).to(memory_format=torch.channels_last_3d)  # (.contiguous() keeps C=1 strides)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-        desc = network(image).float().contiguous()
+        desc = forward_in_slabs(network, image)
     mask = volume.mask
     if fov_margin_voxels > 0 and not mask.all():
         mask = ndimage.binary_erosion(mask, iterations=int(fov_margin_voxels), border_value=1)

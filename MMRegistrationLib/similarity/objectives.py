@@ -29,7 +29,7 @@ from MMRegistrationLib.core.device import float_dtype_for
 from MMRegistrationLib.core.errors import InputError
 from MMRegistrationLib.core.grid import Grid
 from MMRegistrationLib.core.image import Image
-from MMRegistrationLib.similarity.descriptors import DescriptorBackend, pyramid, variance_weights
+from MMRegistrationLib.similarity.descriptors import DescriptorBackend, interpolated, pyramid, variance_weights
 from MMRegistrationLib.similarity.disa import DescriptorVolume, PreparedVolume, prepare_volume
 from MMRegistrationLib.spatial.sampling import world_to_normalized_matrix
 
@@ -187,11 +187,13 @@ def keep_on_grid(mask: Optional[Image], grid: Grid) -> Optional[np.ndarray]:
 def descriptor_objectives(fixed: Image, moving: Image, backend: DescriptorBackend, spacing_mm: float, levels: int = 1,
                           fixed_fov_threshold: Optional[float] = 0.0, moving_fov_threshold: Optional[float] = None,
                           weighting: str = "variance", fixed_keep: Optional[Image] = None,
-                          moving_keep: Optional[Image] = None, device=None) -> tuple:
+                          moving_keep: Optional[Image] = None, device=None, interpolate_finest: bool = False) -> tuple:
     """Describe both images once at ``spacing_mm`` and build one :class:`DescriptorObjective` per pyramid level.
 
     Args:
         fixed_keep, moving_keep: optional indicator images (any grid) restricting the points / the moving side.
+        interpolate_finest: append one more level: the finest with its fixed points also halfway between the
+            descriptor positions (fixed descriptors interpolated trilinearly, 8x the points).
 
     Returns:
         ``(objectives coarsest first, the prepared fixed volume)``.
@@ -203,7 +205,11 @@ def descriptor_objectives(fixed: Image, moving: Image, backend: DescriptorBacken
     fixed_desc = backend(fp, "--fixed")
     moving_desc = backend(mp, "--moving")
     out = []
-    for fd, md in zip(pyramid(fixed_desc, levels), pyramid(moving_desc, levels)):
+    fixed_levels, moving_levels = pyramid(fixed_desc, levels), pyramid(moving_desc, levels)
+    if interpolate_finest:
+        fixed_levels.append(interpolated(fixed_desc))
+        moving_levels.append(moving_desc)
+    for fd, md in zip(fixed_levels, moving_levels):
         weights = variance_weights(fp, fd.grid) if weighting == "variance" else np.ones(fd.grid.shape)
         out.append(DescriptorObjective(fd, md, backend.kind, weights, keep_on_grid(fixed_keep, fd.grid),
                                        keep_on_grid(moving_keep, md.grid), device))

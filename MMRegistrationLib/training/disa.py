@@ -223,12 +223,26 @@ def agreement(prediction: np.ndarray, target: np.ndarray) -> dict:
 
 
 def evaluate(network: DISANet, batcher: PatchBatcher, pairs: PatchPairs, device=None) -> dict:
-    """:func:`agreement` of float and 8-bit descriptors on ``pairs`` (``{"float": ..., "int8": ...}``)."""
+    """:func:`agreement` of float and 8-bit descriptors on ``pairs`` (``{"float": ..., "int8": ...}``), and of the
+    float descriptors per working spacing of the pairs' volumes (``by_spacing_mm``)."""
+    prediction = predict(network, batcher, pairs, device)
+    spacing = np.array([float(batcher.volumes[v].source.get("spacing_mm", np.mean(batcher.volumes[v].volume.grid.spacing)))
+                        for v in pairs.volume_a])
     return {
-        "float": agreement(predict(network, batcher, pairs, device), pairs.target),
+        "float": agreement(prediction, pairs.target),
         "int8": agreement(predict(network, batcher, pairs, device, quantized=True), pairs.target),
+        "by_spacing_mm": {f"{s:g}": agreement(prediction[np.isclose(spacing, s, atol=0.02)],
+                                              pairs.target[np.isclose(spacing, s, atol=0.02)])
+                          for s in sorted({round(float(v), 2) for v in spacing})},
         "target_histogram": pairs.histogram(),
     }
+
+
+def evaluate_groups(network: DISANet, batcher: PatchBatcher, data: "SampledData", device=None) -> dict:
+    """The held-out metrics: ``heldout_volumes`` (held-out synthetic pairs) and ``heldout_real_us`` (held-out real
+    brain ultrasound volumes), each None when there are none."""
+    return {name: evaluate(network, batcher, pairs, device) if len(pairs) else None
+            for name, pairs in (("heldout_volumes", data.heldout), ("heldout_real_us", data.heldout_real_us))}
 
 
 # =============================================================================================================
@@ -236,7 +250,7 @@ def evaluate(network: DISANet, batcher: PatchBatcher, pairs: PatchPairs, device=
 # =============================================================================================================
 @dataclass
 class SampledData:
-    """Everything sampled for one run: volumes, pairs and the three patch-pair sets."""
+    """Everything sampled for one run: volumes, pairs and the four patch-pair sets."""
 
     volumes: list
     pairs: list
@@ -244,26 +258,29 @@ class SampledData:
     train: PatchPairs
     validation: PatchPairs
     heldout: PatchPairs
+    heldout_real_us: PatchPairs
     seconds: float
 
 
 def sample_data(volumes, pairs, config: TrainingConfig, rng: np.random.Generator, progress=None, cancel=None) -> tuple:
-    """``(train, validation, heldout)`` patch pairs: ``samples_per_pair`` from each pair, the training pairs'
-    samples split by ``validation_fraction``; held-out pairs are evaluation only."""
+    """``(train, validation, heldout, heldout_real_us)`` patch pairs: ``samples_per_pair`` from each pair, the
+    training pairs' samples split by ``validation_fraction``; held-out pairs are evaluation only."""
     monitor = Monitor.wrap(progress, cancel)
     sampler = PatchPairSampler(volumes, config.radii, config.search_size, config.targets_per_round, rng)
-    train_parts, val_parts, held_parts = [], [], []
+    train_parts, val_parts = [], []
+    held_parts: dict = {"heldout": [], "heldout_real_us": []}
     for index, pair in enumerate(pairs):
         part = sampler.sample(index, pair, int(config.samples_per_pair),
                               monitor.stage(index / len(pairs), (index + 1) / len(pairs)))
-        if pair.split == "heldout":
-            held_parts.append(part)
+        if pair.split in held_parts:
+            held_parts[pair.split].append(part)
             continue
         perm = rng.permutation(len(part))
         n_val = int(round(config.validation_fraction * len(part)))
         val_parts.append(part.subset(np.sort(perm[:n_val])))
         train_parts.append(part.subset(np.sort(perm[n_val:])))
-    return tuple(PatchPairs.concatenate(p) for p in (train_parts, val_parts, held_parts))
+    return tuple(PatchPairs.concatenate(p) for p in (train_parts, val_parts, held_parts["heldout"],
+                                                     held_parts["heldout_real_us"]))
 
 
 def prepare_run(data_dir, config: TrainingConfig, progress=None, cancel=None) -> SampledData:
@@ -272,13 +289,14 @@ def prepare_run(data_dir, config: TrainingConfig, progress=None, cancel=None) ->
     t0 = time.perf_counter()
     volumes, pairs, description = load_training_data(data_dir, config, monitor.stage(0.0, 0.25))
     rng = np.random.default_rng([int(config.seed), 1])
-    train, validation, heldout = sample_data(volumes, pairs, config, rng, monitor.stage(0.25, 1.0))
+    train, validation, heldout, heldout_us = sample_data(volumes, pairs, config, rng, monitor.stage(0.25, 1.0))
     description["samples"] = {
         "per_pair": int(config.samples_per_pair),
         "train": len(train), "validation": len(validation), "heldout": len(heldout),
+        "heldout_real_us": len(heldout_us),
         "train_target_histogram_10_bins": train.histogram(),
     }
-    return SampledData(volumes, pairs, description, train, validation, heldout, time.perf_counter() - t0)
+    return SampledData(volumes, pairs, description, train, validation, heldout, heldout_us, time.perf_counter() - t0)
 
 
 @dataclass
@@ -323,7 +341,8 @@ def run_training(
         if not minutes > 0:
             raise InputError("--minutes", f"must be positive, got {minutes}")
         if samples_from_budget:
-            config = replace(config, samples_per_pair=samples_per_pair_for_budget(minutes))
+            config = replace(config, samples_per_pair=samples_per_pair_for_budget(
+                minutes, 1 + len(config.extra_spacings_mm)))
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     monitor = Monitor.wrap(progress, cancel)
     data = prepare_run(data_dir, config, monitor.stage(0.0, 0.3))
@@ -346,7 +365,7 @@ def run_training(
     monitor.report(0.97, "training: evaluating")
     metrics = {
         "validation": evaluate(network, batcher, data.validation, device),
-        "heldout_volumes": evaluate(network, batcher, data.heldout, device) if len(data.heldout) else None,
+        **evaluate_groups(network, batcher, data, device),
         "final_training_loss": history.loss[-1] if history.loss else None,
         "iterations_run": history.stopped_at if history.stopped_at is not None else config.iterations,
     }
@@ -371,6 +390,8 @@ def reproduce_command(config: TrainingConfig) -> str:
                        ("synthetic_scale", "--synthetic-scale")):
         if getattr(config, name) != getattr(default, name):
             parts.append(f"{flag} {getattr(config, name)}")
+    if config.extra_spacings_mm != default.extra_spacings_mm:
+        parts.append("--extra-spacings " + (",".join(f"{v:g}" for v in config.extra_spacings_mm) or "none"))
     return " ".join(parts) + " --device cpu --out DIR"
 
 
@@ -396,7 +417,7 @@ def validate_weights(weights_path, data_dir=None, overrides: dict | None = None,
 
     The data settings are the ones stored in the sidecar (``samples_per_pair`` capped at 300 for speed), then
     ``overrides`` (``TrainingConfig`` field -> value). Returns ``{"weights", "sha256", "samples_per_pair",
-    "fresh_pairs": metrics, "heldout_volumes": metrics}`` (see :func:`evaluate`).
+    "fresh_pairs": metrics, "heldout_volumes": metrics, "heldout_real_us": metrics}`` (see :func:`evaluate`).
     """
     from MMRegistrationLib.core.device import resolve_device
     from MMRegistrationLib.networks.disa import load_disa
@@ -418,5 +439,5 @@ def validate_weights(weights_path, data_dir=None, overrides: dict | None = None,
         "sha256": meta["sha256"],
         "samples_per_pair": config.samples_per_pair,
         "fresh_pairs": evaluate(network, batcher, data.train, device),
-        "heldout_volumes": evaluate(network, batcher, data.heldout, device) if len(data.heldout) else None,
+        **evaluate_groups(network, batcher, data, device),
     }

@@ -29,7 +29,14 @@ class TrainingConfig:
     """Every setting of a DISA training run (stored in the weights sidecar).
 
     Attributes:
-        spacing_mm: isotropic working spacing of every volume (paper: 2 mm).
+        spacing_mm: isotropic working spacing of every whole volume (paper: 2 mm).
+        extra_spacings_mm: finer spacings at which every volume is also prepared, cropped to ``crop_voxels`` per
+            axis around its field of view's centre, so that the descriptors also fit the fine working spacings
+            registration picks for small fields of view (DISA registration works from 0.1 to 2 mm: a network that
+            saw only 2 mm data has never seen speckle at its own scale). Pairs are formed within one spacing.
+        crop_voxels: the crop of the ``extra_spacings_mm`` volumes (voxels per axis).
+        heldout_real_us: real brain ultrasound volumes (the last ones by name) never trained on: their patch pairs
+            are the held-out real-ultrasound metrics.
         radii: LC2 patch radii (voxels) averaged into the target (paper: 3, 5, 7).
         samples_per_pair: patch pairs drawn from each volume pair (paper: 5000).
         validation_fraction: share of the drawn pairs held out for validation (same volumes, unseen pairs).
@@ -53,6 +60,9 @@ class TrainingConfig:
     """
 
     spacing_mm: float = DEFAULT_SPACING_MM
+    extra_spacings_mm: tuple = (1.0, 0.5)
+    crop_voxels: int = 96
+    heldout_real_us: int = 4
     radii: tuple = DEFAULT_RADII
     samples_per_pair: int = 5000
     validation_fraction: float = 0.1
@@ -76,7 +86,8 @@ class TrainingConfig:
     def __post_init__(self):
         if self.rotation not in ("uniform", "octahedral", "none"):
             raise InputError("rotation", f"must be 'uniform', 'octahedral' or 'none', got {self.rotation!r}")
-        for name in ("samples_per_pair", "batch_size", "iterations", "search_size", "targets_per_round"):
+        for name in ("samples_per_pair", "batch_size", "iterations", "search_size", "targets_per_round",
+                     "crop_voxels"):
             if int(getattr(self, name)) < 1:
                 raise InputError(name, f"must be a positive integer, got {getattr(self, name)}")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -85,12 +96,23 @@ class TrainingConfig:
             raise InputError("search_size", f"must hold one patch ({2 * max(self.radii) + 1} voxels), got {self.search_size}")
         if max(self.radii) > HALF - 1:
             raise InputError("radii", f"the network sees 17^3 voxels: the largest radius is {HALF - 1}, got {max(self.radii)}")
+        if int(self.crop_voxels) < RECEPTIVE_FIELD + 2 * max(self.radii):
+            raise InputError("crop_voxels", f"must hold a patch and its search margin ({RECEPTIVE_FIELD + 2 * max(self.radii)}"
+                             f" voxels), got {self.crop_voxels}")
+        if int(self.heldout_real_us) < 0:
+            raise InputError("heldout_real_us", f"must be 0 or more, got {self.heldout_real_us}")
+        extra = tuple(float(v) for v in self.extra_spacings_mm)
+        if any(not 0.1 <= v <= 20.0 for v in extra) or len(set(extra + (float(self.spacing_mm),))) != len(extra) + 1:
+            raise InputError("extra_spacings_mm", f"must be distinct spacings in [0.1, 20] mm other than spacing_mm, "
+                             f"got {list(extra)}")
+        object.__setattr__(self, "extra_spacings_mm", extra)
         object.__setattr__(self, "radii", tuple(int(r) for r in self.radii))
         object.__setattr__(self, "intensity_scale", tuple(float(v) for v in self.intensity_scale))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["radii"] = list(self.radii)
+        data["extra_spacings_mm"] = list(self.extra_spacings_mm)
         data["intensity_scale"] = list(self.intensity_scale)
         return data
 
@@ -101,11 +123,12 @@ class TrainingConfig:
         return cls(**data)
 
 
-def samples_per_pair_for_budget(minutes: float) -> int:
-    """Patch pairs per volume pair for a time budget (90 per minute, at most the paper's 5000).
+def samples_per_pair_for_budget(minutes: float, spacings: int = 1) -> int:
+    """Patch pairs per volume pair for a time budget (90 per minute shared by the ``spacings`` the volumes are
+    prepared at, at most the paper's 5000).
 
     On one CPU thread sampling then takes about a fifth of the budget with the default data (about 40 ms per pair
     for the CT/MR pairs, 5 ms for the ultrasound ones). A function of ``minutes`` only (not of the machine), so a
     budgeted run samples the same pairs everywhere.
     """
-    return int(min(5000, max(100, round(90.0 * float(minutes)))))
+    return int(min(5000, max(100, round(90.0 * float(minutes) / max(1, int(spacings))))))

@@ -82,3 +82,29 @@ def test_unfillable_bin_is_an_error(bench, landmarks):
     reference, fixed, moving = landmarks
     with pytest.raises(RuntimeError, match="poses"):
         bench.sample_starts(reference, fixed, moving, per_bin=1, seed=0, bins=((5.0, 5.0),), max_tries=50)
+
+
+def test_points_error_matches_the_matrix_error(bench, landmarks):
+    reference, fixed, moving = landmarks
+    pose = bench.initial_pose(reference, bench.perturbation([0.1, 0.0, -0.2], [4.0, 1.0, -2.0], fixed.mean(0)))
+    assert bench.mean_error_points(pose.map_points_np(fixed), moving) == pytest.approx(
+        bench.mean_error(pose.matrix, fixed, moving), abs=1e-9)
+
+
+def test_deformable_peer_is_left_out_of_the_rigid_reference_error(bench, landmarks, monkeypatch):
+    """best_ref (and so the convergence threshold) comes from the rigid methods: convexAdam, deformable, can go
+    below any rigid alignment and must not tighten the threshold for the others."""
+    from types import SimpleNamespace
+
+    _, fixed, moving = landmarks
+    finals = {"disa-local": 6.0, "convexadam": 1.0}
+    monkeypatch.setattr(bench, "run_method", lambda name, *a, **k: (finals[name], 1.0, {}))
+    case = {"name": "c", "source": "test", "fixed_landmarks": fixed, "moving_landmarks": moving}
+    args = SimpleNamespace(starts_per_bin=0, seed=0, max_rotation_deg=30.0, extra={}, threads=1)
+    out = bench.run_case(case, 0, ["disa-local", "convexadam"], args)
+    assert out["best_ref_mm"] == pytest.approx(6.0)
+    assert out["threshold_mm"] == pytest.approx(9.0)
+    assert out["from_reference"]["convexadam"]["final_mm"] == pytest.approx(1.0)
+    only = bench.run_case(case, 0, ["convexadam"], args)  # alone, it is its own reference
+    assert only["best_ref_mm"] == pytest.approx(1.0)
+    assert "convexadam" in bench.METHODS and "convexadam" in bench.DEFORMABLE_METHODS

@@ -150,3 +150,21 @@ def test_similarity_errors_name_the_problem():
     expect_input_error(lambda: descriptor_similarity(a, a[..., :2]), "moving", "differs")
     expect_input_error(lambda: descriptor_similarity(a, a, torch.zeros(3, 3, 3, dtype=torch.bool)), "mask", "no descriptor")
     expect_input_error(lambda: descriptor_similarity(a, a, torch.ones(2, 2, 2)), "mask", "does not fit")
+
+
+@pytest.mark.parametrize("shape", [(61, 30, 27), (64, 20, 33), (45, 19, 18), (37, 17, 17)])
+def test_descriptors_in_slabs_equal_one_pass(shape):
+    """Large volumes are described slab by slab (bounded memory); every descriptor equals the one-pass value,
+    including a last slab of a single row."""
+    from MMRegistrationLib.networks.disa import DISANet
+    from MMRegistrationLib.similarity.disa import forward_in_slabs
+
+    torch.manual_seed(0)
+    net = DISANet().eval()
+    x = torch.randn(1, 1, *shape)
+    with torch.no_grad():
+        whole = net(x)
+        slabs = forward_in_slabs(net, x, slab_voxels=8 * shape[1] * shape[2])
+        one_row = forward_in_slabs(net, x, slab_voxels=1)
+    assert slabs.shape == whole.shape == one_row.shape
+    assert torch.equal(slabs, whole) and torch.equal(one_row, whole)

@@ -59,3 +59,43 @@ def test_descriptor_spacing_targets_the_point_count():
         assert volume / (4 * s) ** 3 >= MIN_DESCRIPTOR_POINTS > volume / (4 * (s + 0.1)) ** 3
     assert descriptor_spacing(2e5, stride=2) > descriptor_spacing(2e5, stride=4)
     assert descriptor_spacing(0.0) == 1.0
+
+
+def test_interpolated_descriptors_keep_the_grid_points_and_average_between():
+    """``interpolated``: half the spacing, the original descriptors at even indices, trilinear in between, a position
+    kept only where every descriptor it comes from is inside the field of view."""
+    import numpy as np
+
+    from MMRegistrationLib.core.grid import Grid
+    from MMRegistrationLib.similarity.descriptors import interpolated
+    from MMRegistrationLib.similarity.disa import DescriptorVolume
+
+    torch.manual_seed(0)
+    grid = cube_grid(5, 4.0, (3.0, -2.0, 7.0), (10.0, 20.0, -5.0))
+    mask = torch.ones((5, 5, 5), dtype=torch.bool)
+    mask[0, 0, 0] = False
+    volume = DescriptorVolume(torch.randn(1, 16, 5, 5, 5), grid, mask)
+    fine = interpolated(volume)
+    assert fine.grid.shape == (9, 9, 9)
+    np.testing.assert_allclose(fine.grid.index_to_world(np.array([[4.0, 2.0, 6.0]])),
+                               grid.index_to_world(np.array([[2.0, 1.0, 3.0]])), atol=1e-9)
+    assert torch.allclose(fine.descriptors[..., ::2, ::2, ::2], volume.descriptors, atol=1e-6)
+    mid = 0.5 * (volume.descriptors[..., 2, 3, 1] + volume.descriptors[..., 2, 3, 2])
+    assert torch.allclose(fine.descriptors[..., 4, 6, 3], mid, atol=1e-6)
+    assert not fine.mask[0, 0, 0] and not fine.mask[1, 1, 1] and fine.mask[2, 2, 2] and fine.mask[0, 0, 2]
+    assert isinstance(fine.grid, Grid)
+
+
+def test_interpolated_finest_level_is_appended():
+    """``interpolate_finest``: one more level, the finest with 8x the fixed points (about; the mask rule drops a
+    border), half the spacing, and its optimum is still the identity for an image against itself."""
+    torch.manual_seed(0)
+    image = phantom_image(cube_grid(40, 2.0, (3.0, -2.0, 1.0), (10.0, -20.0, 5.0)))
+    backend = NetworkDescriptors(DISANet(), normalize=True)
+    plain, _ = descriptor_objectives(image, image, backend, 2.0, 2, None, None)
+    dense, _ = descriptor_objectives(image, image, backend, 2.0, 2, None, None, interpolate_finest=True)
+    assert len(dense) == len(plain) + 1
+    assert dense[-1].count > 5 * plain[-1].count and dense[-1].spacing_mm == pytest.approx(plain[-1].spacing_mm / 2)
+    at_identity = float(dense[-1].evaluate(dense[-1].points[None])[0][0])
+    for shift in ([2.0, 0.0, 0.0], [0.0, -2.0, 0.0], [0.0, 0.0, 3.0]):
+        assert at_identity < float(dense[-1].evaluate(dense[-1].points[None] + torch.tensor(shift))[0][0])

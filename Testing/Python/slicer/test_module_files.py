@@ -135,6 +135,7 @@ NOT_IN_OPTIONS = {
         "weights": "a file path: the weightsFile line edit (EXPLICIT_OPTIONS; empty = the shipped weights)",
         "precision": "automatic in the module (bfloat16 where the device has it)",
         "weighting": "the engine's default (variance) in the module",
+        "finest_points": "the engine's default (chosen by measurement) in the module",
         "fixed_fov_threshold": "the engine's default (0: the ultrasound sector)",
         "moving_fov_threshold": "the engine's default (every voxel)",
         "probe_point": "probe geometry: inferred from the ultrasound sector in the module",

@@ -163,21 +163,68 @@ def test_cli_trains_writes_weights_and_validates(tmp_path, capsys):
     data, out = tmp_path / "no_real_data", tmp_path / "weights"
     data.mkdir()
     args = ["train-disa", "--iterations", "3", "--samples-per-pair", "24", "--batch-size", "8", "--synthetic-cases",
-            "1", "--synthetic-scale", "0.5", "--data", str(data), "--device", "cpu", "--quiet"]
+            "1", "--synthetic-scale", "0.5", "--extra-spacings", "1", "--data", str(data), "--device", "cpu", "--quiet"]
     assert main(args + ["--out", str(out)]) == 0
     side = json.loads((out / "disa_lc2.json").read_text(encoding="utf-8"))
     assert (out / "disa_lc2.pt").is_file() and (out / "training_log.csv").is_file()
     training = side["training"]
     assert training["config"]["iterations"] == 3 and "--iterations 3 --samples-per-pair 24" in training["reproduce"]
+    assert "--extra-spacings 1 " in training["reproduce"] and training["config"]["extra_spacings_mm"] == [1.0]
     assert training["metrics"]["validation"]["float"]["n"] > 0 and training["data"]["samples"]["train"] > 0
-    assert {v["name"] for v in training["data"]["volumes"]} == {"synthetic1000_trus", "synthetic1000_mr",
-                                                                  "synthetic1001_trus", "synthetic1001_mr"}
+    names = {"synthetic1000_trus", "synthetic1000_mr", "synthetic1001_trus", "synthetic1001_mr"}
+    assert {v["name"] for v in training["data"]["volumes"]} == names | {f"{n}@1mm" for n in names}
+    assert {v["spacing_mm"] for v in training["data"]["volumes"]} == {2.0, 1.0}
     capsys.readouterr()
     assert main(["train-disa", "--validate-only", "--out", str(out), "--data", str(data), "--samples-per-pair", "16",
                  "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["sha256"] == side["sha256"] and report["heldout_volumes"]["float"]["n"] == 16
+    assert report["sha256"] == side["sha256"] and report["heldout_volumes"]["float"]["n"] == 32  # 16 per spacing
+    assert set(report["heldout_volumes"]["by_spacing_mm"]) == {"1", "2"} and report["heldout_real_us"] is None
     (out / "disa_lc2.pt").write_bytes(b"broken")
     assert main(["train-disa", "--validate-only", "--out", str(out), "--quiet"]) == 2
     assert "corrupted" in capsys.readouterr().err
     assert main(["train-disa", "--iterations", "0", "--out", str(out), "--quiet"]) == 2
+    assert main(["train-disa", "--iterations", "1", "--extra-spacings", "1,x", "--out", str(out), "--quiet"]) == 2
+    assert "--extra-spacings" in capsys.readouterr().err
+    assert main(["train-disa", "--iterations", "1", "--extra-spacings", "2", "--out", str(out), "--quiet"]) == 2
+    assert "--extra-spacings" in capsys.readouterr().err
+
+
+def test_real_brain_ultrasound_is_found_split_and_cropped(tmp_path):
+    """Every ``us_brain_real/*.nrrd`` is a real-US source (sorted), the last ``heldout_real_us`` never train; the
+    fine-spacing crop keeps the world position of every voxel and centres on the field of view."""
+    import SimpleITK as sitk
+
+    from MMRegistrationLib.core.image import Image
+    from MMRegistrationLib.training.disa_data import _pairs_at, brain_us_sources, crop_around_field_of_view
+
+    folder = tmp_path / "us_brain_real"
+    folder.mkdir()
+    for name in ("resect_us_case03", "resect_us_case01", "resect_us_case02"):
+        sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(folder / f"{name}.nrrd"))
+    sources = brain_us_sources(tmp_path)
+    assert [s.name for s in sources] == ["resect_us_case01", "resect_us_case02", "resect_us_case03"]
+    assert all(s.modality == "us" and s.fov_threshold == 0.0 for s in sources)
+    assert brain_us_sources(tmp_path / "absent") == [] and brain_us_sources(None) == []
+
+    grid = Grid.from_geometry((60, 50, 40), (0.5, 0.6, 0.7), (-10.0, 20.0, 5.0),
+                              np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    array = np.zeros(grid.shape, np.float32)
+    array[30:50, 10:30, 5:25] = 1.0 + np.arange(20)[:, None, None]  # the field of view, off centre
+    crop = crop_around_field_of_view(Image(array, grid), 0.0, 8.0)
+    assert np.all(np.asarray(crop.array.shape) * grid.spacing[::-1] <= 8.0 + 2 * grid.spacing[::-1])
+    corner = crop.grid.index_to_world(np.zeros((1, 3)))
+    index = np.round(grid.world_to_index(corner)[0]).astype(int)  # (i, j, k)
+    np.testing.assert_array_equal(crop.array, array[index[2]:index[2] + crop.array.shape[0],
+                                                    index[1]:index[1] + crop.array.shape[1],
+                                                    index[0]:index[0] + crop.array.shape[2]])
+    assert crop.array.min() > 0  # inside the field of view
+
+    us = [make_training_volume(n, "us", _prepared(np.random.default_rng(k).normal(size=SHAPE)), source={})
+          for k, n in enumerate(("b1", "b2", "trus"))]
+    mr = make_training_volume("mr", "mr", _prepared(np.random.default_rng(9).normal(size=SHAPE)), source={})
+    volumes = us + [mr]
+    pairs = _pairs_at(volumes, {"b1": 0, "b2": 1, "trus": 2, "mr": 3}, [], {"b1": "train", "b2": "heldout_real_us"})
+    assert {(volumes[p.first].name, p.split) for p in pairs} == {("b1", "train"), ("b2", "heldout_real_us"),
+                                                                  ("trus", "train")}
+    assert all(volumes[p.second].name == "mr" and p.target == "first" for p in pairs)

@@ -51,7 +51,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -64,6 +63,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+import bench_common  # noqa: E402
 
 OUT = HERE / "results"
 BINS = ((0.0, 25.0), (25.0, 50.0), (50.0, 75.0), (75.0, 100.0))
@@ -424,25 +425,11 @@ def markdown(res: dict) -> str:
 
 
 def versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("mmregistration", "torch", "SimpleITK"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return bench_common.versions()
 
 
 def write(res: dict, out_name: str) -> None:
-    from MMRegistrationLib.evaluation.case import jsonable
-
-    res["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    res["summary"] = summarize(res["cases"], res["methods"])
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{out_name}.json").write_text(json.dumps(jsonable(res), indent=2), encoding="utf-8")
-    (OUT / f"{out_name}.md").write_text(markdown(res), encoding="utf-8")
+    bench_common.write_results(res, out_name, markdown, summarize)
 
 
 def case_sources(spec: list, quick: bool):

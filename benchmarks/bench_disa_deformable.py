@@ -35,7 +35,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -48,6 +47,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+import bench_common  # noqa: E402
 
 import bench_disa  # noqa: E402  (benchmarks/bench_disa.py: cases, landmark error, versions)
 
@@ -203,24 +204,11 @@ def markdown(res: dict) -> str:
 
 
 def versions() -> dict:
-    out = bench_disa.versions()
-    from importlib import metadata
-
-    try:
-        out["convexadam"] = metadata.version("convexadam")
-    except metadata.PackageNotFoundError:
-        pass
-    return out
+    return bench_common.versions(("convexadam",))
 
 
 def write(res: dict, out_name: str) -> None:
-    from MMRegistrationLib.evaluation.case import jsonable
-
-    res["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    res["summary"] = summarize(res["cases"], res["methods"])
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{out_name}.json").write_text(json.dumps(jsonable(res), indent=2), encoding="utf-8")
-    (OUT / f"{out_name}.md").write_text(markdown(res), encoding="utf-8")
+    bench_common.write_results(res, out_name, markdown, summarize)
 
 
 def method_available(name: str) -> bool:

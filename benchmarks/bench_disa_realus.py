@@ -37,11 +37,16 @@ Each similarity is warmed up once (a discarded run of disa-global / mind-global 
 Results: ``benchmarks/results/<out>.json`` and ``.md`` (default ``disa_realus``), rewritten after every case (marked
 partial until the end).
 
-Default run (about 20-25 min on 2 cores with the engine of this writing): 8 cases x 6 starts of disa-global and
-mind-global, plus disa-global@0.5/@1 and mind-global@0.5/@1 from 2 starts per case.
+Volumes (``--volumes``): ``heldout`` (default) = the real brain US volumes the shipped DISA network never trained on
+(its sidecar's ``heldout_real_us``, 4 of 16), ``training`` = the others (settings are chosen on these, figures
+reported on the held-out ones), ``all``; ``--cases N`` keeps the first N. A volume's case (truth, moving grid, noise,
+landmarks, starts) is seeded by its index in the sorted list of all 16, whatever the selection.
+
+Default run: the 4 held-out volumes x 6 starts of disa-global and mind-global, plus disa-global@0.5/@1 and
+mind-global@0.5/@1 from 2 starts per case.
 
 Usage:
-    python benchmarks/bench_disa_realus.py [--cases 8] [--starts 6] [--methods disa-global mind-global lc2-local ...]
+    python benchmarks/bench_disa_realus.py [--volumes heldout|training|all] [--cases N] [--starts 6] [--methods disa-global mind-global lc2-local ...]
         [--spacings 0.5 1.0] [--spacing-starts 2] [--threads 2] [--max-minutes M] [--out NAME]
 """
 
@@ -59,6 +64,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import bench_common  # noqa: E402
+from MMRegistrationLib.synthetic.geometry import rotation_from_vector as rotation  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "us_brain_real"
 OUT = HERE / "results"
 
@@ -87,17 +97,6 @@ def log(message: str) -> None:
 
 
 # ---- geometry helpers -----------------------------------------------------------------------------------
-def rotation(rotation_vector) -> np.ndarray:
-    """Axis-angle vector (radians) -> 3x3 rotation matrix (Rodrigues)."""
-    v = np.asarray(rotation_vector, dtype=np.float64)
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    skew = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(theta) * skew + (1.0 - np.cos(theta)) * (skew @ skew)
-
-
 def rigid_matrix(rotation_vector, translation, centre) -> np.ndarray:
     """4x4 of ``x -> R (x - c) + c + t``."""
     r = rotation(rotation_vector)
@@ -378,45 +377,47 @@ def markdown(res: dict) -> str:
 
 
 def versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("mmregistration", "torch", "SimpleITK", "numpy", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return bench_common.versions()
 
 
 def write(res: dict, out_name: str) -> None:
-    from MMRegistrationLib.evaluation.case import jsonable
-
-    res["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    res["summary"] = summarize(res["cases"], res["methods"])
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{out_name}.json").write_text(json.dumps(jsonable(res), indent=2), encoding="utf-8")
-    (OUT / f"{out_name}.md").write_text(markdown(res), encoding="utf-8")
+    bench_common.write_results(res, out_name, markdown, summarize)
 
 
 def set_threads(threads: int) -> None:
-    import SimpleITK as sitk
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ["MMREG_THREADS"] = str(threads)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    bench_common.set_threads(threads)
 
 
-def case_paths(data: Path, count) -> list:
-    paths = sorted(Path(data).glob("resect_us_case*.nrrd"))
+def heldout_names(weights_sidecar: Path = REPO / "Resources" / "DISA" / "disa_lc2.json") -> list:
+    """The real brain ultrasound volumes the shipped DISA network never trained on (its sidecar's
+    ``training.data.heldout_real_us``; empty when the sidecar does not list them)."""
+    try:
+        meta = json.loads(Path(weights_sidecar).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(((meta.get("training") or {}).get("data") or {}).get("heldout_real_us") or [])
+
+
+def case_paths(data: Path, count, volumes: str = "all", heldout=None) -> list:
+    """``(index in the sorted list, path)`` of the volumes to run: ``all``, ``heldout`` (never trained on by the
+    shipped network) or ``training``; the first ``count`` of them. The index seeds the case, so a volume gets the
+    same case whatever the selection."""
+    paths = list(enumerate(sorted(Path(data).glob("resect_us_case*.nrrd"))))
+    held = set(heldout_names() if heldout is None else heldout)
+    if volumes == "heldout":
+        paths = [(i, p) for i, p in paths if p.name.split(".")[0] in held]
+    elif volumes == "training":
+        paths = [(i, p) for i, p in paths if p.name.split(".")[0] not in held]
     return paths if count is None else paths[: int(count)]
 
 
 # ---- main -----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=8, help="first N volumes (16 available; default 8)")
+    parser.add_argument("--cases", type=int, default=None, help="the first N of the selected volumes (default all)")
+    parser.add_argument("--volumes", choices=("heldout", "training", "all"), default="heldout",
+                        help="heldout (default): the volumes the shipped DISA network never trained on (its sidecar's "
+                        "heldout_real_us); training: the others (for choosing settings); all")
     parser.add_argument("--starts", type=int, default=6, help="starts per case (default 6)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="disa-global, mind-global, lc2-local, disa-global@S, mind-global@S")
@@ -442,7 +443,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     data = Path(args.data)
-    paths = case_paths(data, args.cases)
+    paths = case_paths(data, args.cases, args.volumes)
     if not paths:
         log(f"bench_disa_realus: no resect_us_case*.nrrd under {data} (shared data not available); nothing to do")
         return 0
@@ -459,7 +460,8 @@ def main(argv=None) -> int:
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
-        "threads": args.threads, "methods": methods, "options": options, "starts": args.starts,
+        "threads": args.threads, "volumes": args.volumes, "heldout_volumes": heldout_names(), "methods": methods,
+        "options": options, "starts": args.starts,
         "landmarks": args.landmarks, "noise_cv": args.noise_cv, "moving_fov_threshold": threshold,
         "lc2": {"spacing_mm": args.lc2_spacing, "cases": args.lc2_cases, "starts": args.lc2_starts},
         "spacing_starts": args.spacing_starts,
@@ -470,7 +472,7 @@ def main(argv=None) -> int:
     }
     log(f"methods: {', '.join(methods)}; {len(paths)} cases x {args.starts} starts; threads {args.threads}")
     t_start = time.perf_counter()
-    for index, path in enumerate(paths):
+    for position, (index, path) in enumerate(paths):
         if args.max_minutes > 0 and time.perf_counter() - t_start > 60.0 * args.max_minutes:
             res["notes"].append(f"stopped after {len(res['cases'])} of {len(paths)} cases: --max-minutes "
                                 f"{args.max_minutes:g} reached")
@@ -484,7 +486,7 @@ def main(argv=None) -> int:
             f"{moving.grid.shape} @ {case['moving_spacing_mm']:.2f} mm, FOV {case['fov_cm3']:.0f} cm^3, built in "
             f"{time.perf_counter() - t0:.1f} s; initial errors "
             + " ".join(f"{s['initial_mm']:.1f}" for s in case["starts"]))
-        if index == 0:  # warm-up: one discarded run per similarity
+        if position == 0:  # warm-up: one discarded run per similarity
             for name in methods:
                 if "@" in name or name == "lc2-local":
                     continue
@@ -502,7 +504,7 @@ def main(argv=None) -> int:
         for k, start in enumerate(case["starts"]):
             line = []
             for name in methods:
-                if name == "lc2-local" and (index >= args.lc2_cases or k >= args.lc2_starts):
+                if name == "lc2-local" and (position >= args.lc2_cases or k >= args.lc2_starts):
                     continue
                 if "@" in name and args.spacing_starts is not None and k >= args.spacing_starts:
                     continue

@@ -41,7 +41,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -53,6 +52,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+import bench_common  # noqa: E402
 
 OUT = HERE / "results"
 DEFAULT_CASES = ("0.3:50", "0.5:60", "0.8:80", "1.0:100", "1.5:120", "2.0:150")
@@ -336,24 +337,11 @@ def markdown(res: dict) -> str:
 
 
 def versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("mmregistration", "torch", "SimpleITK", "numpy", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return bench_common.versions()
 
 
 def write(res: dict, out_name: str) -> None:
-    from MMRegistrationLib.evaluation.case import jsonable
-
-    res["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{out_name}.json").write_text(json.dumps(jsonable(res), indent=2), encoding="utf-8")
-    (OUT / f"{out_name}.md").write_text(markdown(res), encoding="utf-8")
+    bench_common.write_results(res, out_name, markdown)
 
 
 # ---- main -----------------------------------------------------------------------------------------------

@@ -251,12 +251,18 @@ def build_case(fixed, seed, noise_cv: float = 0.3, n_landmarks: int = 15, n_star
 
 # ---- methods --------------------------------------------------------------------------------------------
 def parse_method(name: str, lc2_spacing: float) -> dict:
-    """Options of ``name`` (``disa-global``, ``mind-global``, ``lc2-local``, ``disa-global@S``, ``mind-global@S``)."""
+    """Options of ``name`` (``disa-global``, ``mind-global``, ``lc2-local``, ``disa-global@S``, ``mind-global@S``;
+    a ``+interpolated`` / ``+descriptors`` suffix sets ``finest_points``, e.g. ``disa-global+interpolated``)."""
+    name, _, points = name.partition("+")
+    if points and points not in ("interpolated", "descriptors"):
+        raise SystemExit(f"--methods: unknown suffix '+{points}' (+interpolated, +descriptors)")
     base, _, spacing = name.partition("@")
     if base not in BASE_METHODS or (spacing and base == "lc2-local"):
         raise SystemExit(f"--methods: unknown method '{name}' (disa-global, mind-global, lc2-local, "
                          "disa-global@S, mind-global@S)")
     options = dict(mode="rigid", **BASE_METHODS[base])
+    if points:
+        options["finest_points"] = points
     if spacing:
         options["spacing_mm"] = float(spacing)
     elif base == "lc2-local":

@@ -254,6 +254,8 @@ def disa_register(
     times["setup"] = time.perf_counter() - t0 - times["descriptors"]
     info = _run_description(config, backend, centre, levels)
     info["resolution"] = plan.as_dict()
+    if plan.warnings:
+        info["warnings"] = [f"DISA: {w}" for w in plan.warnings]
     probe = None
     if config.mode == "probe":
         probe = infer_probe_geometry(prepared.mask, prepared.grid, config.probe_point, config.probe_direction)

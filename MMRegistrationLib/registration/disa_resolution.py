@@ -157,7 +157,7 @@ def plan_resolution(fixed: Image, moving: Image, similarity: str = "disa", spaci
     expected = tuple(finest / 8.0 ** k for k in reversed(range(n_levels)))
     voxels = (working_voxels(fixed, spacing), working_voxels(moving, spacing))
     warnings = tuple(
-        f"the {name} image is {count / 1e6:.0f} M voxels at the working spacing {spacing:g} mm: describing it takes "
+        f"the {name} image is {count / 1e6:.1f} M voxels at the working spacing {spacing:g} mm: describing it takes "
         f"several seconds and about {count * 16 * 4 * 3 / 1e9:.1f} GB; --spacing-mm {2 * spacing:g} would need 8x "
         "less" for name, count in (("fixed", voxels[0]), ("moving", voxels[1])) if count > SLOW_WORKING_VOXELS)
     return ResolutionPlan(spacing, n_levels, {"spacing": spacing_mm is None, "levels": levels is None},

@@ -351,6 +351,8 @@ def _run_method(spec, inputs: RegistrationInputs, init: str, config, seed: int, 
         "method_info": result.info,
         "field_of_view_overlap": {"after_init": coverage},
     }
+    if result.info.get("warnings"):  # what the method needs the user to know (e.g. a slow working grid)
+        record["warnings"] = list(result.info["warnings"])
     return result, record
 
 

@@ -155,6 +155,10 @@ def test_method_names(realus):
     assert realus.parse_method("lc2-local", 1.5)["spacing_mm"] == 1.5
     with pytest.raises(SystemExit):
         realus.parse_method("lc2-local@1", 1.0)
+    assert realus.parse_method("disa-global@0.5+interpolated", 1.0)["finest_points"] == "interpolated"
+    assert "finest_points" not in realus.parse_method("disa-global", 1.0)
+    with pytest.raises(SystemExit):
+        realus.parse_method("disa-global+dense", 1.0)
 
 
 def test_resolution_rigid_fit_and_errors(resolution):

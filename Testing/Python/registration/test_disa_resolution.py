@@ -122,3 +122,24 @@ def test_a_registration_reaches_the_stated_finest_descriptor_count():
     finest = result.info["levels"][-1]["points"]
     assert finest >= TARGET_DESCRIPTORS / 2, finest
     assert len(result.info["levels"]) == plan["levels"] == 2
+
+
+def test_a_slow_working_grid_is_said_in_the_progress_and_the_record(monkeypatch):
+    """Above the voxel threshold the run goes on at the chosen spacing and says so: in the progress messages and in
+    the record's warnings (printed by the CLI, written to result.json)."""
+    from MMRegistrationLib.registration import disa_resolution
+    from MMRegistrationLib.registration.base import RegistrationInputs
+    from MMRegistrationLib.registration.pipeline import run_registration
+
+    monkeypatch.setattr(disa_resolution, "SLOW_WORKING_VOXELS", 1000)
+    rng = np.random.default_rng(1)
+    fixed, moving = (Image(ndimage.gaussian_filter(rng.standard_normal(grid.shape), 2.0).astype(np.float32), grid)
+                     for grid in (cube_grid(40, 1.0), cube_grid(40, 1.0, (1.0, 0.0, 0.0))))
+    messages = []
+    result, record = run_registration("disa", RegistrationInputs(fixed, moving), init="none",
+                                      options=dict(similarity="mind", fixed_fov_threshold="none", iterations=2),
+                                      progress=lambda f, m: messages.append(m), device="cpu")
+    plan = result.info["resolution"]
+    assert plan["spacing_mm"] == result.info["working_spacing_mm"] and plan["working_voxels"][0] > 1000
+    assert any("M voxels at the working spacing" in m for m in messages), messages
+    assert any("fixed image" in w and "--spacing-mm" in w for w in record["warnings"]), record.get("warnings")

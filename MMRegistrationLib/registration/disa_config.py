@@ -75,12 +75,12 @@ class DISARegistrationConfig(MethodConfig):
     precision: str = option("auto", "precision of the network's forward pass (bfloat16: 3-4x faster on CPUs with "
                             "native bfloat16, descriptors within 7e-3; auto: bfloat16 where the device has it "
                             "natively)", choices=PRECISIONS)
-    spacing_mm: Optional[float] = option(None, "isotropic working spacing of both images; default: from the images "
-                                         "- the coarsest spacing at which the smaller field of view holds 8000 "
+    spacing_mm: Optional[float] = option(None, "isotropic working spacing of both images; none = from the images: "
+                                         "the coarsest spacing at which the smaller field of view holds 8000 "
                                          "descriptors, not finer than the finer image's voxels, at most 2 mm (lc2, "
                                          "mi: 2 mm)", unit="mm", kind=float, optional=True, minimum=0.1, maximum=20.0)
-    levels: Optional[int] = option(None, "resolution levels (each halves the descriptor resolution); default: a "
-                                   "coarser level while it keeps 500 descriptors", kind=int, optional=True,
+    levels: Optional[int] = option(None, "resolution levels (each halves the descriptor resolution); none = a "
+                                   "coarser level while it keeps 150 descriptors (lc2, mi: 2)", kind=int, optional=True,
                                    minimum=1, maximum=6)
     finest_points: str = option("descriptors", "fixed points of the finest level: the descriptor positions, or "
                                 "also halfway between them (interpolated: descriptors trilinear, 8x the points, one "

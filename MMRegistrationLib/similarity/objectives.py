@@ -225,8 +225,9 @@ def disa_image_term(fixed: Image, moving: Image, region: Grid, spacing_mm: Optio
 
     Args:
         region: fixed-space grid whose extent bounds the points (its voxels are not used).
-        spacing_mm: working spacing; None = automatic as in DISA registration (2 mm, finer down to 1 mm when the
-            region's field of view would hold fewer than 1500 descriptors).
+        spacing_mm: working spacing; None = automatic (:func:`descriptor_spacing`: 2 mm, finer down to 1 mm when the
+            region's field of view would hold fewer than 1500 descriptors; SINR's and RSO's image terms, tuned with
+            it, keep this rule, DISA registration has its own: ``registration/disa_resolution.py``).
         weights: DISA weights file (None: the shipped one).
 
     Raises:

@@ -31,6 +31,9 @@ from MMRegistrationSlicerLib.registration_logic import RegistrationLogic, readab
 METHOD = "disa"
 LABEL = "DISA"
 HEATMAP_SIMILARITIES = ("disa", "mind")
+HEATMAP_SPACING_MM = 2.0
+"""Default working spacing of heatmaps and descriptor pictures (``mmreg disa-heatmap``'s; see
+:meth:`DISALogic.heatmap`)."""
 """Similarities that have descriptors, hence heatmaps (``lc2`` and ``mi`` compare whole patches/histograms)."""
 HEATMAP_COLORS = ("Plasma", "Inferno", "ColdToHotRainbow", "Viridis", "Rainbow")
 """Colour tables tried in this order for a heatmap (by node name); none present: the display is left as is."""
@@ -237,19 +240,16 @@ class DISALogic:
         moving = bridge.image_from_volume(moving_volume, "moving volume", include_parent_transform=False)
         return fixed, moving
 
-    def _backend(self, fixed, moving, similarity: str, weights: Optional[str], spacing_mm: Optional[float],
-                 fixed_fov_threshold: Optional[float], moving_fov_threshold: Optional[float], device: str) -> tuple:
-        """``(caching descriptor backend, working spacing (the registration's for these two images), torch
-        device)``; engine errors propagate."""
+    def _backend(self, similarity: str, weights: Optional[str], spacing_mm: Optional[float], device: str) -> tuple:
+        """``(caching descriptor backend, working spacing (None: :data:`HEATMAP_SPACING_MM`), torch device)``;
+        engine errors propagate."""
         from MMRegistrationLib.core.device import resolve_device
-        from MMRegistrationLib.registration.disa import DISARegistrationConfig, working_spacing
+        from MMRegistrationLib.registration.disa import DISARegistrationConfig
 
         torch_device = resolve_device(device, "--device")
-        config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm,
-                                        fixed_fov_threshold=fixed_fov_threshold,
-                                        moving_fov_threshold=moving_fov_threshold)
+        config = DISARegistrationConfig(similarity=similarity, spacing_mm=spacing_mm)  # checks the values
         backend = self.cache.backend(similarity, weights, torch_device, config.precision)
-        return backend, working_spacing(fixed, config, moving), torch_device
+        return backend, HEATMAP_SPACING_MM if spacing_mm is None else float(spacing_mm), torch_device
 
     # ---- descriptors -----------------------------------------------------------------------------------
     def describe(
@@ -293,8 +293,7 @@ class DISALogic:
         if fixed_output is not None and moving_output is not None and fixed_output.GetID() == moving_output.GetID():
             raise ValueError("descriptor volumes: the fixed and the moving output must be different nodes")
         try:
-            backend, spacing, _ = self._backend(fixed, moving, similarity, weights, spacing_mm, fixed_fov_threshold,
-                                                moving_fov_threshold, device)
+            backend, spacing, _ = self._backend(similarity, weights, spacing_mm, device)
             start = time.perf_counter()
             fixed_desc = backend(prepare_volume(fixed, spacing, fixed_fov_threshold, "--fixed"), "--fixed")
             moving_desc = backend(prepare_volume(moving, spacing, moving_fov_threshold, "--moving"), "--moving")
@@ -347,7 +346,10 @@ class DISALogic:
             similarity: ``disa`` (dot products of DISA descriptors) or ``mind`` (1 - mean squared MIND-SSC
                 difference).
             weights: DISA weights file (None = the shipped ones).
-            spacing_mm: working spacing (None = the registration's automatic choice for these images).
+            spacing_mm: working spacing (None = 2 mm, as ``mmreg disa-heatmap``: one point's heatmap needs the
+                larger patches of a coarse grid, unlike a registration, which pools thousands of points; on the
+                sample case the true MR point beat 75 % of the MR voxels at 2 mm, 66 % at the registration's
+                0.8 mm).
             fixed_fov_threshold, moving_fov_threshold: field of view = voxels above the value (None = all; 0 suits
                 ultrasound).
 
@@ -373,8 +375,7 @@ class DISALogic:
         if transform is not None:
             engine_transform = bridge.engine_transform_from_node(transform, fixed.grid, argument="heatmap transform")
         try:
-            backend, spacing, torch_device = self._backend(fixed, moving, similarity, weights, spacing_mm,
-                                                           fixed_fov_threshold, moving_fov_threshold, device)
+            backend, spacing, torch_device = self._backend(similarity, weights, spacing_mm, device)
             heat = similarity_heatmap(fixed, moving, point_lps, engine_transform, backend, spacing_mm=spacing,
                                       fixed_fov_threshold=fixed_fov_threshold,
                                       moving_fov_threshold=moving_fov_threshold, device=torch_device,

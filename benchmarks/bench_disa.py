@@ -259,7 +259,7 @@ def time_evaluations(case: dict, repeats: int) -> list:
     from MMRegistrationLib.registration.pose_models import PoseModel
 
     rows = []
-    default = D.working_spacing(case["fixed"], D.disa_config(mode="rigid"))
+    default = D.working_spacing(case["fixed"], case["moving"], D.disa_config(mode="rigid"))
     for label, spacing in (("2 mm", 2.0), ("default", default)):
         for similarity in ("disa", "lc2"):
             config = D.disa_config(mode="rigid", similarity=similarity, spacing_mm=spacing, levels=1)

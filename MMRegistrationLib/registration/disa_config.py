@@ -14,7 +14,7 @@ from MMRegistrationLib.core.image import Image
 from MMRegistrationLib.core.options import MethodConfig, existing_file, option
 from MMRegistrationLib.registration.pose_models import PROBE_DECAY_RANGE_MM
 from MMRegistrationLib.similarity.disa import PRECISIONS
-from MMRegistrationLib.similarity.objectives import MIN_DESCRIPTOR_POINTS, WEIGHTINGS
+from MMRegistrationLib.similarity.objectives import WEIGHTINGS
 
 MODES = ("rigid", "affine", "probe", "deformable")
 SEARCHES = ("local", "global")
@@ -24,7 +24,7 @@ DEFORMABLE_AFTER = ("affine", "rigid")
 FINEST_POINTS = ("descriptors", "interpolated")
 
 __all__ = [
-    "DEFORMABLE_AFTER", "DISARegistrationConfig", "FINEST_POINTS", "MASKS", "MIN_DESCRIPTOR_POINTS", "MODES", "PRECISIONS", "SEARCHES",
+    "DEFORMABLE_AFTER", "DISARegistrationConfig", "FINEST_POINTS", "MASKS", "MODES", "PRECISIONS", "SEARCHES",
     "SIMILARITIES", "WEIGHTINGS", "config_dict", "disa_config", "optional_float", "parse_vector", "resolution_plan",
     "working_spacing",
 ]
@@ -152,9 +152,9 @@ def resolution_plan(fixed: Image, moving: Image, config: DISARegistrationConfig)
                            config.fixed_fov_threshold, config.moving_fov_threshold)
 
 
-def working_spacing(fixed: Image, config: DISARegistrationConfig, moving: Optional[Image] = None) -> float:
-    """The working spacing (mm) of :func:`resolution_plan` (``moving`` None: the fixed image stands for both)."""
-    return resolution_plan(fixed, fixed if moving is None else moving, config).spacing_mm
+def working_spacing(fixed: Image, moving: Image, config: DISARegistrationConfig) -> float:
+    """The working spacing (mm) of :func:`resolution_plan`."""
+    return resolution_plan(fixed, moving, config).spacing_mm
 
 
 def disa_config(**options) -> DISARegistrationConfig:

@@ -51,7 +51,7 @@ def test_mid_sized_fields_of_view_get_the_stated_descriptor_count():
     assert plan.spacing_mm == pytest.approx(1.25, abs=0.011)
     assert plan.expected_points[-1] >= TARGET_DESCRIPTORS
     assert plan.levels == automatic_levels(plan.expected_points[-1]) == 2
-    assert working_spacing(image, disa_config()) == plan.spacing_mm
+    assert working_spacing(image, image, disa_config()) == plan.spacing_mm
 
 
 def test_large_coarse_images_stay_at_2mm():
